@@ -1,0 +1,3 @@
+"""userorg: the User & Organization Service."""
+
+__version__ = "0.1.0"

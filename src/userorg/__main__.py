@@ -1,0 +1,3 @@
+from userorg.cli import main
+
+main()

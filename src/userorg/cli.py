@@ -1,0 +1,254 @@
+"""The ``userorg`` command: both processes and the operator tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from userorg.settings import Mode, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="User & Organization Service")
+audit_app = typer.Typer(no_args_is_help=True, help="Audit trail tools")
+app.add_typer(audit_app, name="audit")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    from userorg.telemetry.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _check_bootstrap_password(settings: Settings) -> None:
+    """A weak bootstrap password fails the start with one line, before anything runs."""
+    if settings.bootstrap_admin_password is None:
+        return
+    from userorg.authn.passwords import PasswordService
+    from userorg.errors import ValidationFailed
+
+    rules = PasswordService(
+        time_cost=1, memory_kib=1024, parallelism=1, min_length=settings.password_min_length
+    )
+    try:
+        rules.check_rules(
+            settings.bootstrap_admin_password.get_secret_value(),
+            email=settings.bootstrap_admin_email,
+        )
+    except ValidationFailed as error:
+        problems = ", ".join(error.details.get("problems", []))
+        typer.echo(f"configuration error: USER_ORG_BOOTSTRAP_ADMIN_PASSWORD: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _migrate_embedded(settings: Settings) -> None:
+    if settings.mode is Mode.EMBEDDED:
+        from userorg import migrate
+
+        migrate.upgrade(
+            settings.effective_database_url, lock_path=settings.data_dir / "migrate.lock"
+        )
+
+
+def _require_schema_at_head(settings: Settings) -> None:
+    from userorg import migrate
+
+    current = asyncio.run(migrate.current_revision(settings.effective_database_url))
+    head = migrate.head_revision()
+    if current != head:
+        typer.echo(
+            f"database schema is at {current or 'nothing'}, this release needs {head}: "
+            "run `userorg migrate` first",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def _serve(asgi_app: object, host: str, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        asgi_app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        server_header=False,
+        date_header=False,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def serve() -> None:
+    """Run the admin-api (default port 8081)."""
+    settings = _settings()
+    _check_bootstrap_password(settings)
+    _migrate_embedded(settings)
+    _require_schema_at_head(settings)
+    from userorg.main import create_app
+
+    _serve(create_app(settings), settings.bind_host, settings.admin_api_port)
+
+
+@app.command()
+def reconcile() -> None:
+    """Run the reconciler (health, readiness and metrics on port 8082)."""
+    settings = _settings()
+    _migrate_embedded(settings)
+    _require_schema_at_head(settings)
+    from userorg.reconciler.app import create_reconciler_app
+
+    _serve(create_reconciler_app(settings), settings.bind_host, settings.reconciler_port)
+
+
+@app.command()
+def run() -> None:
+    """Run both processes (admin-api and reconciler) until interrupted: what `make run` does."""
+    settings = _settings()
+    _migrate_embedded(settings)
+    exe = [sys.executable, "-m", "userorg"]
+    children = [subprocess.Popen([*exe, command]) for command in ("serve", "reconcile")]  # noqa: S603
+
+    def stop(_signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                children[0].wait(timeout=0.5)
+    finally:
+        stop(signal.SIGTERM, None)
+        codes = [child.wait() for child in children]
+    raise typer.Exit(max(abs(code) for code in codes) if any(codes) else 0)
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Option(help="Target revision")] = "head") -> None:
+    """Upgrade the database schema (production: run before starting a new release)."""
+    settings = _settings()
+    from userorg import migrate as migrations
+
+    migrations.upgrade(settings.effective_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def rollback(revision: Annotated[str, typer.Option(help="Target revision")] = "-1") -> None:
+    """Downgrade the database schema by one revision (or to --revision)."""
+    settings = _settings()
+    from userorg import migrate as migrations
+
+    migrations.downgrade(settings.effective_database_url, revision)
+    typer.echo(f"database rolled back to {revision}")
+
+
+@app.command("schema-drift")
+def schema_drift(
+    database_url: Annotated[
+        str | None, typer.Option(help="An empty throwaway database (default: a temp SQLite file)")
+    ] = None,
+) -> None:
+    """Exit 1 when the models and the migrations disagree."""
+    import tempfile
+
+    from userorg import migrate as migrations
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite:///{tmp}/drift.db"
+        diffs = asyncio.run(migrations.schema_drift(url))
+    if diffs:
+        typer.echo("schema drift between models and migrations:", err=True)
+        for diff in diffs:
+            typer.echo(f"  {diff}", err=True)
+        raise typer.Exit(1)
+    typer.echo("no schema drift")
+
+
+@app.command()
+def bootstrap() -> None:
+    """Create the platform admin when none exists (never overwrites one)."""
+    settings = _settings()
+    _check_bootstrap_password(settings)
+    _migrate_embedded(settings)
+    from userorg.bootstrap import announce, ensure_platform_admin
+    from userorg.container import Container
+
+    async def go() -> None:
+        container = Container(settings)
+        try:
+            result = await ensure_platform_admin(container)
+        finally:
+            await container.engine.dispose()
+        if not result.created:
+            typer.echo(f"a platform admin already exists ({result.email}); nothing changed")
+        announce(result)
+
+    asyncio.run(go())
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print (or write) the OpenAPI document generated from the code."""
+    os.environ.setdefault("USER_ORG_LOG_LEVEL", "warning")
+    from userorg.contract import render_openapi_yaml
+
+    text = render_openapi_yaml()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
+
+
+@audit_app.command("verify-db")
+def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platform'")]) -> None:
+    """Verify a stored hash chain in the database and name the first bad event."""
+    settings = _settings()
+    from userorg.audit.service import verify_stored_chain
+    from userorg.container import Container
+
+    async def go() -> bool:
+        container = Container(settings)
+        try:
+            async with container.session_factory() as session:
+                result = await verify_stored_chain(session, chain_id=chain)
+        finally:
+            await container.engine.dispose()
+        if result.ok:
+            typer.echo(f"chain {chain}: {result.events_checked} events verified")
+        else:
+            typer.echo(
+                f"chain {chain}: FAILED at event {result.first_bad_event_id} "
+                f"(seq {result.first_bad_seq}): {result.reason}",
+                err=True,
+            )
+        return result.ok
+
+    if not asyncio.run(go()):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

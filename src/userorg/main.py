@@ -1,0 +1,105 @@
+"""The admin-api application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from userorg import __version__
+from userorg.audit.api import router as audit_router
+from userorg.authn.api import discovery_router
+from userorg.authn.api import router as authn_router
+from userorg.bootstrap import announce, ensure_platform_admin
+from userorg.container import Container
+from userorg.errors_http import install_error_handlers
+from userorg.middleware import RequestContextMiddleware
+from userorg.ops import ReadinessCheck, ops_router
+from userorg.orgs.api import router as orgs_router
+from userorg.roles.api import router as roles_router
+from userorg.schemas import ErrorBody
+from userorg.serviceaccounts.api import router as service_accounts_router
+from userorg.settings import Settings
+from userorg.users.api import invites_router
+from userorg.users.api import router as users_router
+
+# Routes reachable without a credential. Every other route authenticates (a test enforces it).
+PUBLIC_ROUTES = frozenset(
+    {
+        ("POST", "/v1/auth/login"),
+        ("POST", "/v1/auth/refresh"),
+        ("POST", "/v1/invites/accept"),
+        ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+    }
+)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed request (bad JSON, bad cursor)",
+        401: "No valid credential",
+        403: "Denied by policy; details name the permission and the reason",
+        404: "Not found (or not visible to the caller)",
+        409: "Conflicts with the current state",
+        412: "If-Match does not name the current version",
+        413: "Request body too large",
+        422: "Validation failed; details list the fields",
+        429: "Rate limited; see Retry-After",
+        503: "A dependency is unavailable",
+    }.items()
+}
+
+
+def _checks(request: Request) -> dict[str, ReadinessCheck]:
+    container: Container = request.app.state.container
+    return container.readiness_checks
+
+
+def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
+    container = Container(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await container.start()
+        if bootstrap:
+            announce(await ensure_platform_admin(container))
+        try:
+            yield
+        finally:
+            await container.stop()
+
+    app = FastAPI(
+        title="userorg — User & Organization Service",
+        version=__version__,
+        description=(
+            "Identity, authorization, budgets and audit for an AI-as-a-Service platform. "
+            "Errors are `{code, message, details}`; lists are cursor-paginated."
+        ),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.container = container
+    install_error_handlers(app)
+    for router in (
+        authn_router,
+        discovery_router,
+        orgs_router,
+        users_router,
+        invites_router,
+        roles_router,
+        service_accounts_router,
+        audit_router,
+        ops_router(_checks),
+    ):
+        app.include_router(router, responses=ERROR_RESPONSES)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,50 @@
+"""Periodic housekeeping in the admin-api process: purging deleted orgs (and, as capabilities
+arrive, expiring reservations, audit retention). Every job is idempotent, so replicas may all
+run it; PostgreSQL row locks keep two replicas from purging the same org twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+
+from userorg.orgs.service import purge_due_orgs
+
+if TYPE_CHECKING:
+    from userorg.container import Container
+
+log = structlog.get_logger("userorg.maintenance")
+
+
+class Maintenance:
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="maintenance")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def run_once(self) -> dict[str, int]:
+        async with self._container.uow() as uow:
+            purged = await purge_due_orgs(uow)
+        if purged:
+            log.info("orgs_purged", count=len(purged), org_ids=[str(o) for o in purged])
+        return {"orgsPurged": len(purged)}
+
+    async def _loop(self) -> None:
+        interval = self._container.settings.maintenance_interval_seconds
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("maintenance_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)

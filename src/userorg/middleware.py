@@ -1,0 +1,150 @@
+"""The outermost ASGI layer: request ids, access logs, latency metrics, body-size limits,
+security headers, and a last-resort error body (never a stack trace)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from userorg.context import RequestInfo, set_current_request
+from userorg.telemetry.metrics import HTTP_REQUEST_DURATION
+
+log = structlog.get_logger("userorg.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+]
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+def error_response_parts(
+    status: int, code: str, message: str, request_id: str
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    body = orjson.dumps({"code": code, "message": message, "details": {"requestId": request_id}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return headers, body
+
+
+def classify_unhandled(error: BaseException) -> tuple[int, str, str]:
+    """Map an exception nobody handled to a status: dependency outages are 503, else 500."""
+    from userorg.errors_http import is_dependency_outage
+
+    if is_dependency_outage(error):
+        return 503, "dependency_unavailable", "A dependency is unavailable; retry later"
+    return 500, "internal_error", "Internal error"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = None
+        content_length = None
+        user_agent = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _REQUEST_ID.match(candidate) else None
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")[:500]
+        request_id = request_id or uuid.uuid4().hex
+        client = scope.get("client")
+        set_current_request(RequestInfo(request_id, client[0] if client else None, user_agent))
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status_holder = {"status": 500, "started": False}
+        rid = request_id.encode()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid))
+                headers.extend(SECURITY_HEADERS)
+                message["headers"] = headers
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLarge
+            return message
+
+        try:
+            if content_length is not None and (
+                not content_length.isdigit() or int(content_length) > self.max_body_bytes
+            ):
+                raise PayloadTooLarge
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except PayloadTooLarge:
+            await self._send_error(
+                send_wrapper,
+                status_holder,
+                413,
+                "payload_too_large",
+                f"The request body exceeds {self.max_body_bytes} bytes",
+                request_id,
+            )
+        except Exception as error:
+            status, code, message = classify_unhandled(error)
+            if status == 503:
+                log.warning(
+                    "dependency_unavailable",
+                    error=f"{type(error).__name__}: {error}"[:500],
+                    path=scope.get("path"),
+                )
+            else:
+                log.error("unhandled_exception", exc_info=error, path=scope.get("path"))
+            await self._send_error(send_wrapper, status_holder, status, code, message, request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", None) or "unmatched"
+            HTTP_REQUEST_DURATION.labels(
+                scope["method"], route_path, str(status_holder["status"])
+            ).observe(elapsed)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=route_path,
+                status=status_holder["status"],
+                duration_ms=round(elapsed * 1000, 3),
+            )
+
+    @staticmethod
+    async def _send_error(
+        send: Send, holder: dict[str, Any], status: int, code: str, message: str, request_id: str
+    ) -> None:
+        if holder["started"]:
+            return
+        headers, body = error_response_parts(status, code, message, request_id)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,27 @@
+"""Every table, imported once so that metadata (Alembic, schema drift) sees them all."""
+
+from userorg.audit.models import AuditChainHead, AuditEvent
+from userorg.authn.models import RefreshToken, Session, SigningKey
+from userorg.db import Base
+from userorg.notifications.models import Notification
+from userorg.orgs.models import Organization
+from userorg.roles.models import CustomRole, RoleAssignment
+from userorg.serviceaccounts.models import ServiceAccount
+from userorg.users.models import Invite, Membership, User
+
+__all__ = [
+    "AuditChainHead",
+    "AuditEvent",
+    "Base",
+    "CustomRole",
+    "Invite",
+    "Membership",
+    "Notification",
+    "Organization",
+    "RefreshToken",
+    "RoleAssignment",
+    "ServiceAccount",
+    "Session",
+    "SigningKey",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Swappable backends: one small interface each, a real implementation per mode."""

@@ -1,0 +1,147 @@
+"""One settings tree for both processes, read from the environment (prefix ``USER_ORG_``).
+
+Embedded mode (the default) needs nothing: SQLite under ``./var``, in-process cache, bus and
+rate limiter, a local key directory. Production mode requires PostgreSQL and Redis and never
+silently falls back to embedded backends.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    EMBEDDED = "embedded"
+    PRODUCTION = "production"
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="USER_ORG_",
+        env_file=None,
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    mode: Mode = Mode.EMBEDDED
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    keystore: Literal["local"] = "local"
+    master_key: SecretStr | None = None
+    key_prefix: str = Field(default="userorg", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    bind_host: str = "127.0.0.1"
+    admin_api_port: Port = 8081
+    reconciler_port: Port = 8082
+
+    issuer: str = "http://localhost:8081"
+    public_base_url: str = "http://localhost:8081"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
+    session_idle_timeout_seconds: int = Field(default=7 * 86_400, ge=300)
+
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=19_456, ge=1024, le=4_194_304)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    password_min_length: int = Field(default=12, ge=8, le=128)
+
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
+
+    notifier: Literal["log", "webhook"] = "log"
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    notify_max_attempts: int = Field(default=8, ge=1, le=50)
+    notify_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
+    notify_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+    org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
+    maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgres", "postgresql")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("notify_webhook_url", "redis_url")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Settings:
+        if self.mode is Mode.PRODUCTION:
+            if not self.database_url.startswith(("postgres", "postgresql")):
+                raise ValueError("USER_ORG_DATABASE_URL: production mode needs a postgresql:// URL")
+            if not self.redis_url:
+                raise ValueError("USER_ORG_REDIS_URL: production mode needs a redis:// URL")
+            if self.keystore == "local" and self.master_key is None:
+                raise ValueError(
+                    "USER_ORG_MASTER_KEY: production mode with the local keystore needs a "
+                    "base64 32-byte master key shared by all replicas"
+                )
+        if self.master_key is not None:
+            import base64
+            import binascii
+
+            try:
+                raw = base64.b64decode(self.master_key.get_secret_value(), validate=True)
+            except binascii.Error:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if self.notifier == "webhook" and not self.notify_webhook_url:
+            raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'userorg.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def format_settings_error(error: ValidationError) -> str:
+    """One clear line naming the variable, e.g. ``USER_ORG_ADMIN_API_PORT: ...``."""
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if loc:
+            parts.append(f"USER_ORG_{loc.upper()}: {message}")
+        else:
+            parts.append(message)
+    return "configuration error: " + "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; exit with one clear line when they are wrong."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(format_settings_error(error), file=sys.stderr)
+        raise SystemExit(2) from None

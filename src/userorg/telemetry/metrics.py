@@ -1,0 +1,38 @@
+"""Prometheus metrics shared by every part of the process (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "userorg_http_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+AUTHZ_DENIALS = Counter(
+    "userorg_authz_denials_total", "Authorization denials by reason", ["reason"]
+)
+LOGIN_ATTEMPTS = Counter(
+    "userorg_login_attempts_total", "Password sign-in attempts by outcome", ["outcome"]
+)
+NOTIFICATIONS = Counter(
+    "userorg_notifications_total", "Notification deliveries by outcome", ["outcome"]
+)

@@ -1,0 +1,48 @@
+"""PostgreSQL goes away under a running service, then comes back: no restart needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tests.conftest import base_settings, start_env
+from tests.support import services
+from tests.support.proxy import TcpProxy
+from tests.support.receiver import WebhookReceiver
+
+
+async def test_database_outage_is_503_and_recovers(
+    tmp_path: Path, fresh_pg_database: str, receiver: WebhookReceiver
+) -> None:
+    services.require_redis()
+    parsed = urlparse(fresh_pg_database)
+    proxy = await TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 5432).start()
+    url = parsed._replace(netloc=f"{parsed.username}@127.0.0.1:{proxy.port}").geturl()
+    env, manager = await start_env(
+        "production", base_settings("production", tmp_path, database_url=url), receiver
+    )
+    try:
+        headers = await env.admin_headers()
+        assert (await env.client.get("/readyz")).status_code == 200
+        await proxy.cut()
+        ready = await env.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"]["status"] == "down"
+        assert ready.json()["checks"]["redis"]["status"] == "up"
+        response = await env.client.get("/v1/orgs", headers=headers)
+        assert response.status_code == 503
+        assert response.json()["code"] == "dependency_unavailable"
+        assert "Traceback" not in response.text
+        assert (await env.client.get("/healthz")).status_code == 200
+        await proxy.restore()
+        recovered = None
+        for _ in range(50):
+            recovered = await env.client.get("/v1/orgs", headers=headers)
+            if recovered.status_code == 200:
+                break
+        assert recovered is not None and recovered.status_code == 200
+        assert (await env.client.get("/readyz")).status_code == 200
+    finally:
+        await env.client.aclose()
+        await manager.__aexit__(None, None, None)
+        await proxy.cut()
