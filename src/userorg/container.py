@@ -19,7 +19,14 @@ from userorg.notifications.dispatcher import (
     WebhookSender,
 )
 from userorg.ops import ReadinessCheck, database_check, redis_check
+from userorg.platform.bus import InProcessBus, InvalidationBus, RedisBus
 from userorg.platform.keystore import Keystore, LocalKeystore
+from userorg.platform.ratelimit import (
+    FailOpenRateLimiter,
+    InProcessRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from userorg.settings import Settings
 
 
@@ -74,12 +81,23 @@ class Container:
                 health_check_interval=15,
             )
             self.readiness_checks["redis"] = redis_check(self.redis)
+        self.bus: InvalidationBus
+        self.rate_limiter: RateLimiter
+        if self.redis is not None:
+            self.bus = RedisBus(self.redis, prefix=settings.key_prefix)
+            self.rate_limiter = FailOpenRateLimiter(
+                RedisRateLimiter(self.redis, prefix=settings.key_prefix), InProcessRateLimiter()
+            )
+        else:
+            self.bus = InProcessBus()
+            self.rate_limiter = InProcessRateLimiter()
         self.maintenance = Maintenance(self)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
 
     async def start(self) -> None:
+        await self.bus.start()
         await self.tokens.ensure_active_key()
         self.notifier.start()
         self.maintenance.start()
@@ -87,6 +105,7 @@ class Container:
     async def stop(self) -> None:
         await self.maintenance.stop()
         await self.notifier.stop()
+        await self.bus.stop()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

@@ -90,3 +90,24 @@ async def test_unknown_route_and_method(env: Env) -> None:
     wrong = await env.client.put("/healthz")
     assert wrong.status_code == 405
     assert wrong.json()["code"] == "method_not_allowed"
+
+
+async def test_unknown_fields_are_rejected_everywhere(env: Env) -> None:
+    """Every body is strict: an unknown field is a 4xx and changes nothing."""
+    org = await env.create_org()
+    headers = await env.admin_headers()
+    before = await env.audit_count()
+    for op in operations(env.app):
+        if not op.has_body or op.public:
+            continue
+        response = await env.client.request(
+            op.method, op.url(orgId=org["orgId"]), json={"definitelyNotAField": 1}, headers=headers
+        )
+        assert response.status_code in {404, 422}, (op, response.text)
+        if response.status_code == 422:
+            assert response.json()["code"] == "validation_error"
+    public = await env.client.post(
+        "/v1/auth/login", json={"email": "a@b.c", "password": "x", "extra": 1}
+    )
+    assert public.status_code == 422
+    assert await env.audit_count() == before

@@ -36,3 +36,7 @@ LOGIN_ATTEMPTS = Counter(
 NOTIFICATIONS = Counter(
     "userorg_notifications_total", "Notification deliveries by outcome", ["outcome"]
 )
+RATE_LIMITED = Counter("userorg_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+BUS_MESSAGES = Counter(
+    "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
+)
