@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from userorg.authn.passwords import PasswordService
 from userorg.authn.tokens import TokenService
 from userorg.authz.engine import PolicyEngine, RbacEngine
-from userorg.db import UnitOfWork, create_engine
+from userorg.db import SESSION_COMMIT_HOOK, UnitOfWork, create_engine
+from userorg.gateway.service import Gateway
 from userorg.maintenance import Maintenance
 from userorg.notifications.dispatcher import (
     LogSender,
@@ -92,6 +93,26 @@ class Container:
             self.bus = InProcessBus()
             self.rate_limiter = InProcessRateLimiter()
         self.maintenance = Maintenance(self)
+        self.gateway = Gateway(
+            read_engine=self.read_engine,
+            session_factory=self.session_factory,
+            read_session_factory=self.read_session_factory,
+            uow_factory=self.uow,
+            policy=self.policy,
+            bus=self.bus,
+            tokens=self.tokens,
+            environment=settings.api_key_environment,
+            cache_ttl=settings.gateway_cache_ttl_seconds,
+            negative_ttl=settings.gateway_negative_cache_ttl_seconds,
+            max_entries=settings.gateway_cache_max_entries,
+            decision_ttl=settings.gateway_decision_ttl_seconds,
+            flush_interval=settings.gateway_flush_interval_seconds,
+        )
+        # Every unit of work publishes, after its commit, the cache invalidations its flushes
+        # noted (gateway/invalidation.py).
+        self.session_factory.configure(
+            info={SESSION_COMMIT_HOOK: self.gateway.publish_session_changes}
+        )
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
@@ -101,8 +122,10 @@ class Container:
         await self.tokens.ensure_active_key()
         self.notifier.start()
         self.maintenance.start()
+        self.gateway.start()
 
     async def stop(self) -> None:
+        await self.gateway.stop()
         await self.maintenance.stop()
         await self.notifier.stop()
         await self.bus.stop()

@@ -169,6 +169,9 @@ def new_id() -> uuid.UUID:
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+# A session factory may carry, in its ``info``, a hook run after every unit-of-work commit with
+# the committed session (the gateway publishes cache invalidations noted during the flushes).
+SESSION_COMMIT_HOOK = "userorg.commit_hook"
 
 
 class UnitOfWork:
@@ -184,6 +187,10 @@ class UnitOfWork:
     async def commit(self) -> None:
         await self.session.commit()
         callbacks, self._after_commit = self._after_commit, []
+        hook = self.session.info.get(SESSION_COMMIT_HOOK)
+        if hook is not None:
+            sync_session = self.session.sync_session
+            callbacks.insert(0, lambda: hook(sync_session))
         for callback in callbacks:
             try:
                 await callback()

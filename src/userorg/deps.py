@@ -66,7 +66,11 @@ async def get_principal(request: Request, uow: UoW, container: ContainerDep) -> 
     if token is None:
         raise Unauthenticated()
     principal = await authn_service.authenticate_bearer(
-        uow.session, tokens=container.tokens, token=token
+        uow.session,
+        tokens=container.tokens,
+        token=token,
+        api_key_environment=container.settings.api_key_environment,
+        on_api_key_use=container.gateway.note_admin_use,
     )
     request.state.principal = principal
     return principal

@@ -7,14 +7,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.types import Receive, Scope, Send
 
 from userorg import __version__
+from userorg.apikeys.api import router as api_keys_router
 from userorg.audit.api import router as audit_router
 from userorg.authn.api import discovery_router
 from userorg.authn.api import router as authn_router
 from userorg.bootstrap import announce, ensure_platform_admin
 from userorg.container import Container
 from userorg.errors_http import install_error_handlers
+from userorg.gateway.api import router as gateway_router
+from userorg.gateway.http import FastPath
 from userorg.middleware import RequestContextMiddleware
 from userorg.ops import ReadinessCheck, ops_router
 from userorg.orgs.api import router as orgs_router
@@ -36,6 +40,10 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        # The gateway: the credential to judge is in the body (an invalid one is a 200 deny);
+        # USER_ORG_GATEWAY_SHARED_SECRET restricts who may ask.
+        ("POST", "/v1/auth/validate-api-key"),
+        ("POST", "/v1/authorize"),
     }
 )
 
@@ -62,6 +70,19 @@ def _checks(request: Request) -> dict[str, ReadinessCheck]:
     return container.readiness_checks
 
 
+class UserorgApp(FastAPI):
+    """FastAPI, with the gateway's hot-path routes dispatched before its router."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is not None and scope["type"] == "http" and scope["path"] in fast_path.paths:
+            await fast_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
     container = Container(settings)
 
@@ -75,7 +96,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         finally:
             await container.stop()
 
-    app = FastAPI(
+    app = UserorgApp(
         title="userorg — User & Organization Service",
         version=__version__,
         description=(
@@ -88,6 +109,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.container = container
+    app.fast_path = FastPath(container)
     install_error_handlers(app)
     for router in (
         authn_router,
@@ -97,6 +119,8 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         invites_router,
         roles_router,
         service_accounts_router,
+        api_keys_router,
+        gateway_router,
         audit_router,
         ops_router(_checks),
     ):

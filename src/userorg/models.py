@@ -1,5 +1,6 @@
 """Every table, imported once so that metadata (Alembic, schema drift) sees them all."""
 
+from userorg.apikeys.models import ApiKey
 from userorg.audit.models import AuditChainHead, AuditEvent
 from userorg.authn.models import RefreshToken, Session, SigningKey
 from userorg.db import Base
@@ -10,6 +11,7 @@ from userorg.serviceaccounts.models import ServiceAccount
 from userorg.users.models import Invite, Membership, User
 
 __all__ = [
+    "ApiKey",
     "AuditChainHead",
     "AuditEvent",
     "Base",

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    api_key_environment: str = Field(default="live", pattern=r"^[a-z0-9]{1,12}$")
+    api_key_max_expiry_days: int = Field(default=365, ge=1, le=3650)
+    api_key_default_grace_seconds: int = Field(default=86_400, ge=0)
+    api_key_max_grace_seconds: int = Field(default=30 * 86_400, ge=0)
+    api_key_issue_limit_per_principal: int = Field(default=10, ge=1)
+    api_key_issue_limit_per_org: int = Field(default=100, ge=1)
+
+    gateway_cache_ttl_seconds: float = Field(default=60.0, ge=0, le=3600)
+    gateway_negative_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    gateway_cache_max_entries: int = Field(default=200_000, ge=100)
+    gateway_flush_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    gateway_decision_ttl_seconds: int = Field(default=1, ge=0, le=300)
+    gateway_shared_secret: SecretStr | None = None
+    gateway_access_log: bool = False
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -108,6 +123,11 @@ class Settings(BaseSettings):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if self.api_key_default_grace_seconds > self.api_key_max_grace_seconds:
+            raise ValueError(
+                "USER_ORG_API_KEY_DEFAULT_GRACE_SECONDS: must not exceed "
+                "USER_ORG_API_KEY_MAX_GRACE_SECONDS"
+            )
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from userorg.apikeys import secrets as apikeys_secrets
 from userorg.audit import recorder as audit
 from userorg.authn.models import RefreshToken, Session
 from userorg.authn.passwords import PasswordService
@@ -34,6 +36,24 @@ class IssuedTokens:
 
 
 async def authenticate_bearer(
+    session: AsyncSession,
+    *,
+    tokens: TokenService,
+    token: str,
+    api_key_environment: str = "live",
+    on_api_key_use: Callable[[uuid.UUID], None] | None = None,
+) -> Principal:
+    """Who presents this bearer credential: one branch per kind of credential."""
+    if apikeys_secrets.looks_like_api_key(token):
+        from userorg.apikeys.service import authenticate_api_key
+
+        return await authenticate_api_key(
+            session, secret=token, environment=api_key_environment, on_use=on_api_key_use
+        )
+    return await authenticate_access_token(session, tokens=tokens, token=token)
+
+
+async def authenticate_access_token(
     session: AsyncSession, *, tokens: TokenService, token: str
 ) -> Principal:
     """Verify an access token and check, on every request, that its session is still alive."""

@@ -25,6 +25,7 @@ class AuthzRequest:
     roles: frozenset[str] = field(default_factory=frozenset)
     granted_scopes: frozenset[str] = field(default_factory=frozenset)
     credential_scopes: frozenset[str] | None = None
+    resource: str | None = None  # what the action applies to (the gateway: a model name)
 
 
 @dataclass(frozen=True, slots=True)

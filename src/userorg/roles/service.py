@@ -97,6 +97,9 @@ async def load_grants(
 ) -> Grants:
     if org is None:
         return NO_GRANTS
+    if principal.home_org_id is not None and principal.home_org_id != org.id:
+        # Service accounts and API keys (even a user's personal key) act in one org only.
+        return NO_GRANTS
     if principal.type == "user":
         membership_status = (
             await session.execute(
@@ -108,7 +111,7 @@ async def load_grants(
         if membership_status is None or membership_status == "removed":
             return NO_GRANTS
     elif principal.type == "service_account":
-        if principal.home_org_id != org.id:
+        if principal.home_org_id is None:
             return NO_GRANTS
         membership_status = principal.status
     else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from userorg.apikeys import service as apikeys_service
 from userorg.audit import recorder as audit
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
@@ -191,6 +192,14 @@ async def delete_service_account(
     account = view.account
     await roles_service.remove_all_roles(
         uow.session, org_id=org.id, principal_type=PRINCIPAL_TYPE, principal_id=account.id
+    )
+    await apikeys_service.revoke_keys_of_principal(
+        uow,
+        actor=actor,
+        org_id=org.id,
+        principal_type=PRINCIPAL_TYPE,
+        principal_id=account.id,
+        reason="service_account_deleted",
     )
     account.status = "disabled"
     account.deleted_at = utcnow()

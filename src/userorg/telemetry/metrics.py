@@ -40,3 +40,13 @@ RATE_LIMITED = Counter("userorg_rate_limited_total", "Requests refused by a rate
 BUS_MESSAGES = Counter(
     "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
 )
+GATEWAY_DECISIONS = Counter(
+    "userorg_gateway_decisions_total",
+    "Gateway answers by endpoint and outcome",
+    ["endpoint", "outcome"],
+)
+GATEWAY_CACHE = Counter(
+    "userorg_gateway_cache_total",
+    "Gateway cache lookups: hit, miss (read the database), bypass (cache not trusted)",
+    ["result"],
+)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from userorg.apikeys import service as apikeys_service
 from userorg.audit import recorder as audit
 from userorg.authn.passwords import PasswordService
 from userorg.authz.catalogue import OWNER_ROLE
@@ -238,6 +239,14 @@ async def remove_member(
         )
     await roles_service.remove_all_roles(
         uow.session, org_id=org.id, principal_type="user", principal_id=member.user.id
+    )
+    await apikeys_service.revoke_keys_of_principal(
+        uow,
+        actor=actor,
+        org_id=org.id,
+        principal_type="user",
+        principal_id=member.user.id,
+        reason="member_removed",
     )
     member.membership.status = "removed"
     member.membership.status_reason = "removed"
