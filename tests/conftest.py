@@ -110,6 +110,9 @@ async def env(
         "notify_webhook_secret": WEBHOOK_SECRET,
         "notify_retry_base_seconds": 0.05,
         "notify_poll_interval_seconds": 0.1,
+        # Gateway usage and denial audits are flushed by the tests that look at them, never
+        # in the background under another test that counts audit rows.
+        "gateway_flush_interval_seconds": 300,
     }
     if mode == "production":
         services.require_redis()

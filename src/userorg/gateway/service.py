@@ -193,7 +193,7 @@ _ROLES_QUERY = (
 _ORG_QUERY = select(_o.c.status).where(_o.c.id == bindparam("org", type_=_o.c.id.type))
 _USER_ORGS_QUERY = (
     select(_m.c.org_id)
-    .where(_m.c.user_id == bindparam("pid", type_=_m.c.user_id.type), _m.c.status == "active")
+    .where(_m.c.user_id == bindparam("pid", type_=_m.c.user_id.type), _m.c.status != "removed")
     .limit(2)
 )
 _USAGE_UPDATE = (
