@@ -67,7 +67,8 @@ opa-test: $(STAMP)
 	@echo "policy tests arrive with the Rego engine"
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	@command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+	$(BIN)/python bench/run.py $(BENCH)
 
 dev-up: $(STAMP)
 	@echo "dev-up: the local production stack arrives with the operations issue"

@@ -93,8 +93,15 @@ class Container:
             self.bus = InProcessBus()
             self.rate_limiter = InProcessRateLimiter()
         self.maintenance = Maintenance(self)
+        self.gateway_engine = (
+            self.read_engine
+            if settings.is_sqlite
+            else create_engine(
+                settings.effective_database_url, pool_size=settings.db_pool_size, autocommit=True
+            )
+        )
         self.gateway = Gateway(
-            read_engine=self.read_engine,
+            read_engine=self.gateway_engine,
             session_factory=self.session_factory,
             read_session_factory=self.read_session_factory,
             uow_factory=self.uow,
@@ -134,6 +141,8 @@ class Container:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        if self.gateway_engine is not self.read_engine:
+            await self.gateway_engine.dispose()
 
 
 def _build_keystore(settings: Settings) -> Keystore:

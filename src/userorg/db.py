@@ -97,7 +97,9 @@ def sync_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, read_only: bool = False, autocommit: bool = False
+) -> AsyncEngine:
     """An async engine for the URL.
 
     SQLite (embedded mode): the writing engine has one connection, because SQLite has one
@@ -105,7 +107,9 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
     transaction starts with BEGIN IMMEDIATE so the second process (the reconciler) never sees
     a stale snapshot. ``read_only`` engines (key ring reloads, cache misses) use several
     deferred, query-only connections that WAL lets read beside the writer. On PostgreSQL both
-    are the same kind of pool.
+    are the same kind of pool. ``autocommit`` (PostgreSQL only; the gateway's cache-miss
+    reads) runs each statement on its own, without BEGIN/ROLLBACK round trips or a pre-ping
+    on checkout: a dead connection fails one request and is replaced.
     """
     async_url = async_database_url(url)
     if async_url.startswith("sqlite"):
@@ -118,6 +122,16 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
         )
         _configure_sqlite(engine, read_only=read_only)
         return engine
+    if autocommit:
+        return create_async_engine(
+            async_url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"server_settings": {"application_name": "userorg-gateway"}},
+        )
     return create_async_engine(
         async_url,
         pool_size=pool_size,

@@ -23,12 +23,12 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, case, or_, select
+from sqlalchemy import Table, and_, bindparam, case, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session as SyncSession
 
@@ -48,10 +48,11 @@ from userorg.orgs.models import Organization
 from userorg.platform.bus import InvalidationBus
 from userorg.roles.models import CustomRole, RoleAssignment
 from userorg.serviceaccounts.models import ServiceAccount
-from userorg.telemetry.metrics import GATEWAY_CACHE, GATEWAY_DECISIONS
+from userorg.telemetry.metrics import GATEWAY_STATS
 from userorg.users.models import Membership, User
 
 log = structlog.get_logger("userorg.gateway")
+_STATS = GATEWAY_STATS.counts
 
 CHANNEL: Final = "gateway"
 MAX_DENIAL_GROUPS: Final = 10_000
@@ -98,6 +99,8 @@ class KeyEntry:
     is_previous: bool  # this hash is the previous secret of a rotated key
     previous_until: float | None
     loaded_at: float
+    # (action, resource) -> (principal state, org state, policy revision, allow, reason, scopes)
+    decisions: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -213,6 +216,14 @@ _USAGE_UPDATE = (
         ),
     )
     .execution_options(**{SKIP_OPTION: True})
+)
+
+
+_USAGE_UPDATE_PG = text(
+    "UPDATE api_keys AS k SET usage_count = k.usage_count + v.n, "
+    "last_used_at = GREATEST(COALESCE(k.last_used_at, v.t), v.t) "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:ns AS bigint[]), CAST(:ts AS timestamptz[])) "
+    "AS v(id, n, t) WHERE k.id = v.id"
 )
 
 
@@ -380,14 +391,14 @@ class Gateway:
                     and now - principal.loaded_at < self._ttl
                     and now - org.loaded_at < self._ttl
                 ):
-                    GATEWAY_CACHE_HIT.inc()
+                    _STATS[("cache", "hit")] += 1
                     return Resolved(key, principal, org)
             elif key is None:
                 seen = self._negative.get(digest)
                 if seen is not None and now - seen < self._negative_ttl:
-                    GATEWAY_CACHE_HIT.inc()
+                    _STATS[("cache", "hit")] += 1
                     return Resolved(None, None, None)
-            GATEWAY_CACHE_MISS.inc()
+            _STATS[("cache", "miss")] += 1
             pending = self._inflight.get(digest)
             if pending is not None:
                 return await asyncio.shield(pending)
@@ -404,7 +415,7 @@ class Gateway:
             finally:
                 self._inflight.pop(digest, None)
             return result
-        GATEWAY_CACHE_BYPASS.inc()
+        _STATS[("cache", "bypass")] += 1
         return await self._load(digest, store=False)
 
     async def _load(self, digest: str, *, store: bool) -> Resolved:
@@ -577,26 +588,28 @@ class Gateway:
     async def validate(self, body: ValidateApiKeyIn) -> dict[str, Any]:
         """The compatibility answer: ``{valid: true, ...}`` or ``{valid: false, message}``."""
         secret = body.apiKeySecret
-        try:
-            secrets.check_format(secret, self._environment)
-        except secrets.SecretProblem as problem:
-            GATEWAY_VALIDATE_INVALID.inc()
-            self._note_denial(None, problem.reason, "validate")
-            return {"valid": False, "message": problem.message}
-        resolved = await self.resolve(secrets.hash_secret(secret))
+        digest = secrets.hash_secret(secret)
+        if digest not in self._keys:
+            try:
+                secrets.check_format(secret, self._environment)
+            except secrets.SecretProblem as problem:
+                _STATS[("validate", "invalid")] += 1
+                self._note_denial(None, problem.reason, "validate")
+                return {"valid": False, "message": problem.message}
+        resolved = await self.resolve(digest)
         now = time.time()
         reason = self.credential_problem(resolved, now)
         key = resolved.key
         if reason is None and body.orgId is not None and body.orgId != key.org_id:  # type: ignore[union-attr]
             reason = "org_mismatch"
         if reason is not None:
-            GATEWAY_VALIDATE_INVALID.inc()
+            _STATS[("validate", "invalid")] += 1
             self._note_denial(key, reason, "validate")
             return {"valid": False, "message": MESSAGES[reason]}
         assert key is not None
         assert resolved.principal is not None
         self._note_use(key, now)
-        GATEWAY_VALIDATE_VALID.inc()
+        _STATS[("validate", "valid")] += 1
         return {
             "valid": True,
             "apiKeyId": key.key_id,
@@ -617,7 +630,7 @@ class Gateway:
         principal_id: str | None = None,
         principal_type: str | None = None,
     ) -> dict[str, Any]:
-        GATEWAY_DENY.inc()
+        _STATS[("authorize", "deny")] += 1
         return {
             "decision": "deny",
             "reason": reason,
@@ -639,12 +652,16 @@ class Gateway:
         return self._deny("credential_malformed")
 
     async def _authorize_key(self, body: AuthorizeIn) -> dict[str, Any]:
-        try:
-            secrets.check_format(body.credential, self._environment)
-        except secrets.SecretProblem as problem:
-            self._note_denial(None, problem.reason, body.action)
-            return self._deny(problem.reason)
-        resolved = await self.resolve(secrets.hash_secret(body.credential))
+        digest = secrets.hash_secret(body.credential)
+        if digest not in self._keys:
+            # A cached hash was well formed when it was stored; anything else is checked
+            # offline (prefix, environment, checksum) before it may cost a database read.
+            try:
+                secrets.check_format(body.credential, self._environment)
+            except secrets.SecretProblem as problem:
+                self._note_denial(None, problem.reason, body.action)
+                return self._deny(problem.reason)
+        resolved = await self.resolve(digest)
         now = time.time()
         reason = self.credential_problem(resolved, now)
         key = resolved.key
@@ -652,34 +669,52 @@ class Gateway:
             self._note_denial(key, reason, body.action)
             return self._deny(reason, key=key)
         assert key is not None
-        assert resolved.principal is not None
-        assert resolved.org is not None
+        principal, org = resolved.principal, resolved.org
+        assert principal is not None
+        assert org is not None
         context = body.context
         if context is not None:
             wanted = context.get("orgId")
             if wanted is not None and wanted != key.org_id:
                 self._note_denial(key, "org_mismatch", body.action)
                 return self._deny("org_mismatch", key=key)
-        principal = resolved.principal
-        decision = self.policy.decide(
-            AuthzRequest(
-                permission=body.action,
-                principal_id=key.principal_id,
-                principal_type=key.principal_type,
-                principal_status=principal.status,
-                org_id=key.org_id,
-                org_status=resolved.org.status,
-                membership_status=principal.membership_status,
-                roles=principal.roles,
-                granted_scopes=principal.scopes,
-                credential_scopes=key.scopes,
-                resource=body.resource,
+        # The policy's answer is memoised on the key entry for the exact states it was given
+        # (the principal and org state objects are replaced whenever they are reloaded).
+        memo_key = (body.action, body.resource)
+        revision = getattr(self.policy, "revision", None)
+        memo = key.decisions.get(memo_key)
+        if memo is None or memo[0] is not principal or memo[1] is not org or memo[2] != revision:
+            decision = self.policy.decide(
+                AuthzRequest(
+                    permission=body.action,
+                    principal_id=key.principal_id,
+                    principal_type=key.principal_type,
+                    principal_status=principal.status,
+                    org_id=key.org_id,
+                    org_status=org.status,
+                    membership_status=principal.membership_status,
+                    roles=principal.roles,
+                    granted_scopes=principal.scopes,
+                    credential_scopes=key.scopes,
+                    resource=body.resource,
+                )
             )
-        )
-        if not decision.allow:
-            reason = _POLICY_REASONS.get(decision.reason, decision.reason)
-            self._note_denial(key, reason, body.action)
-            return self._deny(reason, key=key)
+            memo = (
+                principal,
+                org,
+                revision,
+                decision.allow,
+                decision.reason
+                if decision.allow
+                else _POLICY_REASONS.get(decision.reason, decision.reason),
+                sorted(key.scopes & principal.scopes),
+            )
+            if len(key.decisions) >= 64:
+                key.decisions.clear()
+            key.decisions[memo_key] = memo
+        if not memo[3]:
+            self._note_denial(key, memo[4], body.action)
+            return self._deny(memo[4], key=key)
         budget = await self.budgets.check(
             org_id=key.org_id, principal_id=key.principal_id, estimated_cost=body.estimatedCost
         )
@@ -689,14 +724,14 @@ class Gateway:
             denied["budget"] = {"status": budget.status, "remaining": budget.remaining}
             return denied
         self._note_use(key, now)
-        GATEWAY_ALLOW.inc()
+        _STATS[("authorize", "allow")] += 1
         answer: dict[str, Any] = {
             "decision": "allow",
-            "reason": decision.reason,
+            "reason": memo[4],
             "orgId": key.org_id,
             "principalId": key.principal_id,
             "principalType": key.principal_type,
-            "scopes": sorted(key.scopes & principal.scopes),
+            "scopes": memo[5],
             "budget": {"status": budget.status, "remaining": budget.remaining},
             "ttlSeconds": self._ttl_for(key, now),
         }
@@ -778,7 +813,7 @@ class Gateway:
         )
         if budget.blocks:
             return self._deny("budget_blocked", **ids)
-        GATEWAY_ALLOW.inc()
+        _STATS[("authorize", "allow")] += 1
         answer: dict[str, Any] = {
             "decision": "allow",
             "reason": decision.reason,
@@ -833,7 +868,19 @@ class Gateway:
         denials: dict[DenialGroup, list[Any]],
         dropped: int,
     ) -> None:
-        if usage:
+        bind = uow.session.bind
+        if usage and bind is not None and bind.dialect.name == "postgresql":
+            # One statement for the whole batch.
+            items = sorted(usage.items())
+            await uow.session.execute(
+                _USAGE_UPDATE_PG,
+                {
+                    "ids": [uuid.UUID(key_id) for key_id, _ in items],
+                    "ns": [count for _, (count, _last) in items],
+                    "ts": [dt.datetime.fromtimestamp(last, dt.UTC) for _, (_c, last) in items],
+                },
+            )
+        elif usage:
             await uow.session.execute(
                 _USAGE_UPDATE,
                 [
@@ -877,12 +924,3 @@ class Gateway:
                 await self.flush()
             except Exception:
                 log.exception("gateway_flush_failed")
-
-
-GATEWAY_CACHE_HIT = GATEWAY_CACHE.labels("hit")
-GATEWAY_CACHE_MISS = GATEWAY_CACHE.labels("miss")
-GATEWAY_CACHE_BYPASS = GATEWAY_CACHE.labels("bypass")
-GATEWAY_ALLOW = GATEWAY_DECISIONS.labels("authorize", "allow")
-GATEWAY_DENY = GATEWAY_DECISIONS.labels("authorize", "deny")
-GATEWAY_VALIDATE_VALID = GATEWAY_DECISIONS.labels("validate", "valid")
-GATEWAY_VALIDATE_INVALID = GATEWAY_DECISIONS.labels("validate", "invalid")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import collections
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -40,13 +45,34 @@ RATE_LIMITED = Counter("userorg_rate_limited_total", "Requests refused by a rate
 BUS_MESSAGES = Counter(
     "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
 )
-GATEWAY_DECISIONS = Counter(
-    "userorg_gateway_decisions_total",
-    "Gateway answers by endpoint and outcome",
-    ["endpoint", "outcome"],
-)
-GATEWAY_CACHE = Counter(
-    "userorg_gateway_cache_total",
-    "Gateway cache lookups: hit, miss (read the database), bypass (cache not trusted)",
-    ["result"],
-)
+
+
+class _GatewayStats(Collector):
+    """Hot-path counters kept as plain integers (a Prometheus counter's lock costs more than
+    the decision) and turned into metrics when scraped."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def collect(self) -> Iterable[Metric]:
+        decisions = CounterMetricFamily(
+            "userorg_gateway_decisions",
+            "Gateway answers by endpoint and outcome",
+            labels=["endpoint", "outcome"],
+        )
+        cache = CounterMetricFamily(
+            "userorg_gateway_cache",
+            "Gateway cache lookups: hit, miss (read the database), bypass (cache not trusted)",
+            labels=["result"],
+        )
+        for (family, label), value in sorted(self.counts.items()):
+            if family == "cache":
+                cache.add_metric([label], value)
+            else:
+                decisions.add_metric([family, label], value)
+        yield decisions
+        yield cache
+
+
+GATEWAY_STATS = _GatewayStats()
+REGISTRY.register(GATEWAY_STATS)
