@@ -195,6 +195,7 @@ async def prop_org(prop_env: Env) -> tuple[str, dict[str, str]]:
 @settings(
     max_examples=15,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(operations=OPERATIONS)

@@ -4,8 +4,10 @@ change bypasses the bus."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,11 +42,11 @@ async def _set_status_behind_the_bus(env: Env, key_id: str, status: str) -> None
         )
 
 
-async def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
-        await __import__("asyncio").sleep(0.02)
+        await asyncio.sleep(0.02)
 
 
 async def test_lost_subscription_means_no_trust(

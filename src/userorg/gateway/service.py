@@ -372,7 +372,13 @@ class Gateway:
         if not items:
             return
         self.apply(items)
-        await self._bus.publish(CHANNEL, {"items": sorted(items)})
+        try:
+            # Bounded: when Redis is unreachable the other replicas have lost their
+            # subscription too and distrust their caches; the change must not wait on it.
+            async with asyncio.timeout(0.5):
+                await self._bus.publish(CHANNEL, {"items": sorted(items)})
+        except Exception as error:
+            log.warning("invalidation_publish_failed", error=f"{type(error).__name__}: {error}")
 
     # -- lookups ---------------------------------------------------------------------------
     def _trusted(self) -> bool:
