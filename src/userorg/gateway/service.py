@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ _STATS = GATEWAY_STATS.counts
 
 CHANNEL: Final = "gateway"
 MAX_DENIAL_GROUPS: Final = 10_000
+MAX_REFRESHES: Final = 8  # background reloads of aged entries at once
 
 MESSAGES: Final[dict[str, str]] = {
     "credential_malformed": "The API key is malformed",
@@ -145,6 +147,8 @@ _KEY_QUERY = (
         _u.c.status.label("user_status"),
         _u.c.is_platform_admin,
         _m.c.status.label("membership_status"),
+        _ra.c.role_name,
+        _cr.c.scopes.label("role_scopes"),
     )
     .select_from(
         _k.join(_o, _o.c.id == _k.c.org_id)
@@ -160,6 +164,16 @@ _KEY_QUERY = (
                 _m.c.org_id == _k.c.org_id,
             ),
         )
+        # One row per role of the principal in the key's org: a miss is one round trip.
+        .outerjoin(
+            _ra,
+            and_(
+                _ra.c.org_id == _k.c.org_id,
+                _ra.c.principal_type == _k.c.principal_type,
+                _ra.c.principal_id == _k.c.principal_id,
+            ),
+        )
+        .outerjoin(_cr, and_(_cr.c.org_id == _ra.c.org_id, _cr.c.name == _ra.c.role_name))
     )
     .where(or_(_k.c.secret_hash == bindparam("h"), _k.c.previous_secret_hash == bindparam("h")))
 )
@@ -310,6 +324,8 @@ class Gateway:
         self._orgs: dict[str, OrgState] = {}
         self._epoch = 0
         self._inflight: dict[str, asyncio.Future[Resolved]] = {}
+        self._refreshing: set[str] = set()
+        self._refresh_tasks: set[asyncio.Task[None]] = set()
         self._usage: dict[str, list[Any]] = {}
         self._denials: dict[DenialGroup, list[Any]] = {}
         self._denials_dropped = 0
@@ -386,84 +402,103 @@ class Gateway:
 
     async def resolve(self, digest: str) -> Resolved:
         now = time.monotonic()
-        if self._trusted():
-            key = self._keys.get(digest)
-            if key is not None and now - key.loaded_at < self._ttl:
-                principal = self._principals.get((key.org_id, key.principal_id))
-                org = self._orgs.get(key.org_id)
-                if (
-                    principal is not None
-                    and org is not None
-                    and now - principal.loaded_at < self._ttl
-                    and now - org.loaded_at < self._ttl
-                ):
+        if not self._trusted():
+            _STATS[("cache", "bypass")] += 1
+            return await self._load(digest, store=False)
+        key = self._keys.get(digest)
+        if key is not None:
+            principal = self._principals.get((key.org_id, key.principal_id))
+            org = self._orgs.get(key.org_id)
+            if principal is not None and org is not None:
+                oldest = min(key.loaded_at, principal.loaded_at, org.loaded_at)
+                if now - oldest < self._ttl:
                     _STATS[("cache", "hit")] += 1
                     return Resolved(key, principal, org)
-            elif key is None:
-                seen = self._negative.get(digest)
-                if seen is not None and now - seen < self._negative_ttl:
-                    _STATS[("cache", "hit")] += 1
-                    return Resolved(None, None, None)
-            _STATS[("cache", "miss")] += 1
-            pending = self._inflight.get(digest)
-            if pending is not None:
-                return await asyncio.shield(pending)
-            future: asyncio.Future[Resolved] = asyncio.get_running_loop().create_future()
-            self._inflight[digest] = future
-            try:
-                result = await self._load(digest, store=True)
-            except BaseException as error:
-                future.set_exception(error)
-                future.exception()  # retrieved: waiters re-raise it, nobody else must log it
-                raise
-            else:
-                future.set_result(result)
-            finally:
-                self._inflight.pop(digest, None)
-            return result
-        _STATS[("cache", "bypass")] += 1
-        return await self._load(digest, store=False)
+                if now - oldest < 2 * self._ttl and self._refresh_soon(digest):
+                    # Past the TTL backstop: answer from the entry once more while one
+                    # background reload replaces it (no stampede of synchronous misses when
+                    # many entries age out together). Past twice the TTL: a plain miss.
+                    _STATS[("cache", "stale")] += 1
+                    return Resolved(key, principal, org)
+        else:
+            seen = self._negative.get(digest)
+            if seen is not None and now - seen < self._negative_ttl:
+                _STATS[("cache", "hit")] += 1
+                return Resolved(None, None, None)
+        _STATS[("cache", "miss")] += 1
+        return await self._load_once(digest)
+
+    async def _load_once(self, digest: str) -> Resolved:
+        """Concurrent misses for one hash share one database read."""
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Resolved] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            result = await self._load(digest, store=True)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        else:
+            future.set_result(result)
+        finally:
+            self._inflight.pop(digest, None)
+        return result
+
+    def _refresh_soon(self, digest: str) -> bool:
+        """Start (at most ``MAX_REFRESHES`` at once) a background reload of an aged entry."""
+        if digest in self._refreshing:
+            return True
+        if len(self._refreshing) >= MAX_REFRESHES:
+            return False
+        self._refreshing.add(digest)
+        task = asyncio.get_running_loop().create_task(self._refresh(digest))
+        self._refresh_tasks.add(task)
+        task.add_done_callback(self._refresh_tasks.discard)
+        return True
+
+    async def _refresh(self, digest: str) -> None:
+        try:
+            await self._load_once(digest)
+        except Exception as error:
+            log.warning("gateway_refresh_failed", error=f"{type(error).__name__}: {error}")
+        finally:
+            self._refreshing.discard(digest)
 
     async def _load(self, digest: str, *, store: bool) -> Resolved:
         epoch = self._epoch
         now = time.monotonic()
         async with self._read_engine.connect() as connection:
-            row = (await connection.execute(_KEY_QUERY, {"h": digest})).first()
-            if row is None:
-                if store and epoch == self._epoch:
-                    self._remember_negative(digest, now)
-                return Resolved(None, None, None)
-            org_id = str(row.org_id)
-            principal_id = str(row.principal_id)
-            is_previous = row.secret_hash != digest
-            key = KeyEntry(
-                key_id=str(row.id),
-                org_id=org_id,
-                principal_type=row.principal_type,
-                principal_id=principal_id,
-                scopes=frozenset(row.scopes or ()),
-                status=row.status,
-                expires_at=_epoch(row.expires_at),
-                expires_at_iso=_iso(row.expires_at),
-                is_previous=is_previous,
-                previous_until=_epoch(row.previous_expires_at) if is_previous else None,
-                loaded_at=now,
+            rows = list(await connection.execute(_KEY_QUERY, {"h": digest}))
+        if not rows:
+            if store and epoch == self._epoch:
+                self._remember_negative(digest, now)
+            return Resolved(None, None, None)
+        row = rows[0]
+        org_id = str(row.org_id)
+        principal_id = str(row.principal_id)
+        is_previous = row.secret_hash != digest
+        key = KeyEntry(
+            key_id=str(row.id),
+            org_id=org_id,
+            principal_type=row.principal_type,
+            principal_id=principal_id,
+            scopes=frozenset(row.scopes or ()),
+            status=row.status,
+            expires_at=_epoch(row.expires_at),
+            expires_at_iso=_iso(row.expires_at),
+            is_previous=is_previous,
+            previous_until=_epoch(row.previous_expires_at) if is_previous else None,
+            loaded_at=now,
+        )
+        principal = _principal_from_row(row, row.principal_type, org_id, now)
+        if principal.status not in {"deleted", "removed"}:
+            principal.roles, principal.scopes = _scopes_of(
+                [(r.role_name, r.role_scopes) for r in rows if r.role_name is not None]
             )
-            principal = _principal_from_row(row, row.principal_type, org_id, now)
-            if principal.status not in {"deleted", "removed"}:
-                principal.roles, principal.scopes = _scopes_of(
-                    list(
-                        await connection.execute(
-                            _ROLES_QUERY,
-                            {
-                                "org": row.org_id,
-                                "ptype": row.principal_type,
-                                "pid": row.principal_id,
-                            },
-                        )
-                    )
-                )
-            org = OrgState(row.org_status, now)
+        org = OrgState(row.org_status, now)
         if store and epoch == self._epoch:
             self._remember(digest, key, principal, org)
         return Resolved(key, principal, org)
@@ -513,6 +548,8 @@ class Gateway:
     def _remember(
         self, digest: str, key: KeyEntry, principal: PrincipalState, org: OrgState
     ) -> None:
+        # Up to 20% earlier ageing, so entries loaded together do not all age out together.
+        key.loaded_at -= random.random() * 0.2 * self._ttl
         if len(self._keys) >= self._max_entries:
             for old in list(islice(self._keys, self._max_entries // 10 or 1)):
                 self._keys.pop(old, None)

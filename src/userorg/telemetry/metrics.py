@@ -62,7 +62,8 @@ class _GatewayStats(Collector):
         )
         cache = CounterMetricFamily(
             "userorg_gateway_cache",
-            "Gateway cache lookups: hit, miss (read the database), bypass (cache not trusted)",
+            "Gateway cache lookups: hit, stale (served while reloading), miss (read the "
+            "database), bypass (cache not trusted)",
             labels=["result"],
         )
         for (family, label), value in sorted(self.counts.items()):
