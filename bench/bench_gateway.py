@@ -21,9 +21,11 @@ The table is written into docs/performance.md between the gateway markers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,7 +84,7 @@ def ensure_wrk() -> str:
 
 def seed_keys(database_url: str, org_id: str, account_id: str, count: int) -> list[str]:
     """Insert ``count`` keys directly (issuing 10,000 through the API is rate limited)."""
-    from sqlalchemy import insert
+    from sqlalchemy import insert, text
 
     from userorg.apikeys import secrets
     from userorg.apikeys.models import ApiKey
@@ -116,6 +118,9 @@ def seed_keys(database_url: str, org_id: str, account_id: str, count: int) -> li
         async with engine.begin() as connection:
             for start in range(0, len(rows), 1000):
                 await connection.execute(insert(ApiKey.__table__), rows[start : start + 1000])
+        async with engine.begin() as connection:
+            # Statistics, as autovacuum would have them on a live table (else: sequential scans).
+            await connection.execute(text("ANALYZE"))
         await engine.dispose()
 
     asyncio.run(go())
@@ -285,12 +290,18 @@ def main() -> None:
     ensure_wrk()
     services.require_postgres()
     services.require_redis()
-    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    database_url = services.run_in_thread(services.create_database)
-    script = work / "keys.lua"
-    script.write_text(LUA)
+    # A background `make bench` ignores SIGINT; make SIGTERM unwind so servers are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     results: dict[str, Any] = {}
-    try:
+    with contextlib.ExitStack() as cleanup:
+        work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        database_url = services.run_in_thread(services.create_database)
+        cleanup.callback(
+            lambda: services.run_in_thread(lambda: services.drop_database(database_url))
+        )
+        script = work / "keys.lua"
+        script.write_text(LUA)
         from userorg import migrate
 
         migrate.upgrade(database_url)
@@ -301,103 +312,79 @@ def main() -> None:
             USER_ORG_API_KEY_ISSUE_LIMIT_PER_PRINCIPAL="1000",
             USER_ORG_API_KEY_ISSUE_LIMIT_PER_ORG="1000",
         )
-        a = start_replica(env, work, "replica-a")
-        b = start_replica(env, work, "replica-b")
-        bare_port = services.free_port()
-        bare = start_bare(bare_port, work)
-        try:
-            with (
-                httpx.Client(base_url=a.url, timeout=30) as on_a,
-                httpx.Client(base_url=b.url, timeout=30) as on_b,
-            ):
-                headers = {"Authorization": f"Bearer {admin_token(on_a)}"}
-                setup = make_org_with_keys(on_a, headers, keys=100)
-                print("  seeding keys ...", flush=True)
-                secrets_list = seed_keys(
-                    database_url, setup["orgId"], setup["serviceAccountId"], KEYS
-                )
-                keys_file = work / "keys.txt"
-                keys_file.write_text("\n".join(secrets_list) + "\n")
-                sample = on_a.post(
-                    "/v1/authorize",
-                    json={
-                        "credential": secrets_list[0],
-                        "action": "inference:invoke",
-                        "resource": "m",
-                    },
-                )
-                assert sample.json()["decision"] == "allow", sample.text
-
-                def measure(
-                    name: str, url: str, kind: str, connections: int = CONNECTIONS, warm: int = 3
-                ) -> None:
-                    run_wrk(
-                        url, keys_file, kind, connections=connections, seconds=warm, script=script
-                    )
-                    before = cache_counts(a.url)
-                    results[name] = run_wrk(
-                        url,
-                        keys_file,
-                        kind,
-                        connections=connections,
-                        seconds=DURATION,
-                        script=script,
-                    )
-                    after = cache_counts(a.url)
-                    lookups = sum(after.values()) - sum(before.values())
-                    if lookups and url.startswith(a.url):
-                        results[name]["hit_ratio"] = (after["hit"] - before["hit"]) / lookups
-                    print(f"  {name}: {fmt(results[name])} {results[name]}", flush=True)
-
-                measure("ceiling", f"http://127.0.0.1:{bare_port}/", "authorize")
-                # The first pass over the 10,000 keys fills the cache (misses); then measure.
-                measure("authorize_hit", f"{a.url}/v1/authorize", "authorize", warm=15)
-                measure("validate_hit", f"{a.url}/v1/auth/validate-api-key", "validate")
-                measure("authorize_1conn", f"{a.url}/v1/authorize", "authorize", connections=1)
-                measure(
-                    "ceiling_1conn", f"http://127.0.0.1:{bare_port}/", "authorize", connections=1
-                )
-                results["fixed_1000"] = fixed_rate(
-                    f"{a.url}/v1/authorize", secrets_list, 1000, DURATION
-                )
-                print(f"  fixed 1000 req/s: {fmt(results['fixed_1000'])}", flush=True)
-                print("  revocation propagation, 100 trials ...", flush=True)
-                results["propagation"] = propagation(
-                    on_a, on_b, setup["orgId"], setup["keys"], headers
-                )
-        finally:
-            for replica in (a, b):
-                stop_replica(replica)
-            bare.terminate()
-            bare.wait()
+        run_servers(env, database_url, work, script, results)
         # The miss path: the same server with its cache off, every request reads PostgreSQL.
         cold = start_replica(
             {**env, "USER_ORG_GATEWAY_CACHE_TTL_SECONDS": "0"}, work, "replica-nocache"
         )
-        try:
-            run_wrk(
-                f"{cold.url}/v1/authorize",
-                keys_file,
-                "authorize",
-                connections=CONNECTIONS,
-                seconds=3,
-                script=script,
-            )
-            results["authorize_miss"] = run_wrk(
-                f"{cold.url}/v1/authorize",
-                keys_file,
-                "authorize",
-                connections=CONNECTIONS,
-                seconds=DURATION,
-                script=script,
-            )
-            print(f"  authorize_miss: {fmt(results['authorize_miss'])}", flush=True)
-        finally:
-            stop_replica(cold)
-    finally:
-        services.run_in_thread(lambda: services.drop_database(database_url))
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup.callback(stop_replica, cold)
+        keys_file = work / "keys.txt"
+        url = f"{cold.url}/v1/authorize"
+        run_wrk(url, keys_file, "authorize", connections=CONNECTIONS, seconds=3, script=script)
+        results["authorize_miss"] = run_wrk(
+            url, keys_file, "authorize", connections=CONNECTIONS, seconds=DURATION, script=script
+        )
+        print(f"  authorize_miss: {fmt(results['authorize_miss'])}", flush=True)
     write_doc(results)
+
+
+def run_servers(
+    env: dict[str, str], database_url: str, work: Path, script: Path, results: dict[str, Any]
+) -> None:
+    with contextlib.ExitStack() as cleanup:
+        a = start_replica(env, work, "replica-a")
+        cleanup.callback(stop_replica, a)
+        b = start_replica(env, work, "replica-b")
+        cleanup.callback(stop_replica, b)
+        bare_port = services.free_port()
+        bare = start_bare(bare_port, work)
+        cleanup.callback(lambda: (bare.terminate(), bare.wait()))
+        on_a = cleanup.enter_context(httpx.Client(base_url=a.url, timeout=30))
+        on_b = cleanup.enter_context(httpx.Client(base_url=b.url, timeout=30))
+        headers = {"Authorization": f"Bearer {admin_token(on_a)}"}
+        setup = make_org_with_keys(on_a, headers, keys=100)
+        print("  seeding keys ...", flush=True)
+        secrets_list = seed_keys(database_url, setup["orgId"], setup["serviceAccountId"], KEYS)
+        keys_file = work / "keys.txt"
+        keys_file.write_text("\n".join(secrets_list) + "\n")
+        sample = on_a.post(
+            "/v1/authorize",
+            json={"credential": secrets_list[0], "action": "inference:invoke", "resource": "m"},
+        )
+        assert sample.json()["decision"] == "allow", sample.text
+
+        def wrk(url: str, kind: str, connections: int, seconds: int) -> dict[str, float]:
+            return run_wrk(
+                url, keys_file, kind, connections=connections, seconds=seconds, script=script
+            )
+
+        def measure(name: str, url: str, kind: str, connections: int = CONNECTIONS) -> None:
+            wrk(url, kind, connections, 3)
+            if url.startswith(a.url):
+                # Until every key is cached: the hit path is measured without misses.
+                for _ in range(30):
+                    before = cache_counts(a.url)["miss"]
+                    wrk(url, kind, connections, 3)
+                    if cache_counts(a.url)["miss"] == before:
+                        break
+            before_counts = cache_counts(a.url)
+            results[name] = wrk(url, kind, connections, DURATION)
+            after = cache_counts(a.url)
+            lookups = sum(after.values()) - sum(before_counts.values())
+            if lookups and url.startswith(a.url):
+                results[name]["hit_ratio"] = (after["hit"] - before_counts["hit"]) / lookups
+            print(f"  {name}: {fmt(results[name])} {results[name]}", flush=True)
+
+        bare_url = f"http://127.0.0.1:{bare_port}/"
+        measure("ceiling", bare_url, "authorize")
+        measure("authorize_hit", f"{a.url}/v1/authorize", "authorize")
+        measure("validate_hit", f"{a.url}/v1/auth/validate-api-key", "validate")
+        measure("authorize_1conn", f"{a.url}/v1/authorize", "authorize", connections=1)
+        measure("ceiling_1conn", bare_url, "authorize", connections=1)
+        results["fixed_1000"] = fixed_rate(f"{a.url}/v1/authorize", secrets_list, 1000, DURATION)
+        print(f"  fixed 1000 req/s: {fmt(results['fixed_1000'])}", flush=True)
+        print("  revocation propagation, 100 trials ...", flush=True)
+        results["propagation"] = propagation(on_a, on_b, setup["orgId"], setup["keys"], headers)
 
 
 def write_doc(results: dict[str, Any]) -> None:
