@@ -7,7 +7,11 @@ import base64
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from userorg.authn.lockout import LockoutPolicy
+from userorg.authn.mfa import RelyingParty
+from userorg.authn.oauth2 import OAuth2Service
 from userorg.authn.passwords import PasswordService
+from userorg.authn.service import AuthConfig
 from userorg.authn.tokens import TokenService
 from userorg.authz.engine import PolicyEngine, RbacEngine
 from userorg.db import UnitOfWork, create_engine
@@ -58,6 +62,10 @@ class Container:
             keystore=self.keystore,
             issuer=settings.issuer,
             access_token_ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        self.auth = auth_config(settings)
+        self.oauth2 = OAuth2Service(
+            tokens=self.tokens, token_ttl_seconds=settings.access_token_ttl_seconds
         )
         self.policy: PolicyEngine = RbacEngine()
         self.notifier = NotificationDispatcher(
@@ -111,6 +119,29 @@ class Container:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    return AuthConfig(
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        idle_timeout_seconds=settings.session_idle_timeout_seconds,
+        lockout=LockoutPolicy(
+            threshold=settings.lockout_threshold,
+            seconds=settings.lockout_seconds,
+            max_seconds=settings.lockout_max_seconds,
+        ),
+        relying_party=RelyingParty(
+            rp_id=settings.webauthn_rp_id,
+            name=settings.webauthn_rp_name,
+            origins=settings.webauthn_origin_list,
+        ),
+        mfa_challenge_ttl_seconds=settings.mfa_challenge_ttl_seconds,
+        totp_issuer=settings.totp_issuer,
+        login_rate_per_ip=settings.login_rate_per_ip_per_minute,
+        login_rate_per_account=settings.login_rate_per_account_per_minute,
+        password_reset_ttl_seconds=settings.password_reset_ttl_seconds,
+        public_base_url=settings.public_base_url,
+    )
 
 
 def _build_keystore(settings: Settings) -> Keystore:

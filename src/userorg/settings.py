@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
     session_idle_timeout_seconds: int = Field(default=7 * 86_400, ge=300)
+    signing_key_rotation_seconds: int = Field(default=30 * 86_400, ge=3600)
+    signing_key_prepublish_seconds: int = Field(default=900, ge=0, le=86_400)
+
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
+    lockout_max_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    login_rate_per_ip_per_minute: int = Field(default=60, ge=1)
+    login_rate_per_account_per_minute: int = Field(default=10, ge=1)
+    mfa_challenge_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    totp_issuer: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_rp_id: str = Field(default="localhost", min_length=1, max_length=253)
+    webauthn_rp_name: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_origins: str = "http://localhost:8081"
+    password_reset_ttl_seconds: int = Field(default=3600, ge=300, le=7 * 86_400)
 
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19_456, ge=1024, le=4_194_304)
@@ -108,9 +122,21 @@ class Settings(BaseSettings):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if not self.webauthn_origin_list or not all(
+            o.startswith(("https://", "http://")) for o in self.webauthn_origin_list
+        ):
+            raise ValueError(
+                "USER_ORG_WEBAUTHN_ORIGINS: a comma-separated list of http(s):// origins"
+            )
+        if self.lockout_max_seconds < self.lockout_seconds:
+            raise ValueError("USER_ORG_LOCKOUT_MAX_SECONDS: must be >= USER_ORG_LOCKOUT_SECONDS")
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
+
+    @property
+    def webauthn_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.webauthn_origins.split(",") if o.strip()]
 
     @property
     def effective_database_url(self) -> str:
