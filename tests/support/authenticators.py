@@ -70,7 +70,7 @@ class Passkey:
             "clientExtensionResults": {},
         }
 
-    def assert_(self, options: dict[str, Any], *, origin: str | None = None) -> dict[str, Any]:
+    def sign(self, options: dict[str, Any], *, origin: str | None = None) -> dict[str, Any]:
         public_key = {**options, "challenge": unb64url(options["challenge"])}
         got = self.device.get({"publicKey": public_key}, origin or self.origin)
         return {
