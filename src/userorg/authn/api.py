@@ -600,6 +600,11 @@ async def _form(request: Request) -> dict[str, str] | JSONBody:
     return form
 
 
+def _uri(request: Request) -> str:
+    # TLS ends at the ingress in front of the service; Authlib insists on an https URI.
+    return str(request.url.replace(scheme="https"))
+
+
 def _oauth2_error(status: int, error: str, description: str) -> JSONBody:
     return JSONBody(
         {"error": error, "error_description": description},
@@ -625,7 +630,7 @@ async def oauth2_token(request: Request, uow: UoW, container: ContainerDep) -> R
     if isinstance(form, JSONBody):
         return form
     result = await container.oauth2.token(
-        uow, form=form, headers=request.headers, uri=str(request.url)
+        uow, form=form, headers=request.headers, uri=_uri(request)
     )
     return _oauth2_response(result)
 
@@ -640,7 +645,7 @@ async def oauth2_introspect(request: Request, uow: UoW, container: ContainerDep)
     if isinstance(form, JSONBody):
         return form
     result = await container.oauth2.introspect(
-        uow, form=form, headers=request.headers, uri=str(request.url)
+        uow, form=form, headers=request.headers, uri=_uri(request)
     )
     return _oauth2_response(result)
 
@@ -655,7 +660,7 @@ async def oauth2_revoke(request: Request, uow: UoW, container: ContainerDep) -> 
     if isinstance(form, JSONBody):
         return form
     result = await container.oauth2.revoke(
-        uow, form=form, headers=request.headers, uri=str(request.url)
+        uow, form=form, headers=request.headers, uri=_uri(request)
     )
     return _oauth2_response(result)
 

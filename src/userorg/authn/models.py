@@ -177,8 +177,9 @@ class OAuthClient(Base):
     previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(
         UTCDateTime, default=None
     )
-    # Tokens issued before this instant are refused (disable, org suspension, rotation).
-    tokens_not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Tokens carry the generation they were issued in; bumping it (disable, delete, org
+    # suspension) refuses every token issued before, exactly, whatever the clocks say.
+    token_generation: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     rotated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

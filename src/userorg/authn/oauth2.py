@@ -29,6 +29,7 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
 )
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -120,7 +121,7 @@ async def revoke_client_tokens(
 ) -> None:
     """Every token issued so far to these clients stops working (disable, delete, org
     suspension); tokens issued afterwards work again once the account or org is active."""
-    query = update(OAuthClient).values(tokens_not_before=utcnow())
+    query = update(OAuthClient).values(token_generation=OAuthClient.token_generation + 1)
     if service_account_id is not None:
         query = query.where(OAuthClient.service_account_id == service_account_id)
     elif org_id is not None:
@@ -145,12 +146,12 @@ async def machine_token_state(
         account_id = uuid.UUID(str(claims["sub"]))
         client_id = str(claims["client_id"])
         jti = str(claims["jti"])
-        issued_at = float(claims["iat"])
+        generation = int(claims["gen"])
     except (KeyError, ValueError, TypeError):
         return MachineTokenState(False, "malformed")
     row = (
         await session.execute(
-            select(ServiceAccount, Organization.status, OAuthClient.tokens_not_before)
+            select(ServiceAccount, Organization.status, OAuthClient.token_generation)
             .join(Organization, Organization.id == ServiceAccount.org_id)
             .join(OAuthClient, OAuthClient.service_account_id == ServiceAccount.id)
             .where(ServiceAccount.id == account_id, OAuthClient.client_id == client_id)
@@ -158,12 +159,12 @@ async def machine_token_state(
     ).first()
     if row is None:
         return MachineTokenState(False, "unknown_client")
-    account, org_status, not_before = row
+    account, org_status, current_generation = row
     if account.deleted_at is not None or account.status != "active":
         return MachineTokenState(False, "principal_suspended", account)
     if org_status != "active":
         return MachineTokenState(False, f"org_{org_status}", account)
-    if not_before is not None and issued_at <= not_before.timestamp():
+    if generation != current_generation:
         return MachineTokenState(False, "token_revoked", account)
     revoked = (
         await session.execute(select(RevokedToken.jti).where(RevokedToken.jti == jti))
@@ -290,6 +291,27 @@ def _current() -> Exchange:
     return exchange
 
 
+class _ClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+
+class FormRequest(OAuth2Request):  # type: ignore[misc]
+    """A form-encoded POST as Authlib's endpoints read it."""
+
+    def __init__(self, uri: str, form: dict[str, str], headers: Mapping[str, str]) -> None:
+        super().__init__(method="POST", uri=uri, headers=headers)
+        self._form = form
+        self.payload = BasicOAuth2Payload(form)
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
 class _IntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
@@ -378,7 +400,7 @@ class OAuth2Service:
         self._tokens = tokens
         self._ttl = token_ttl_seconds
         self._server = _Server(scopes_supported=sorted(ORG_SCOPES))
-        self._server.register_grant(ClientCredentialsGrant)
+        self._server.register_grant(_ClientCredentialsGrant)
         self._server.register_token_generator("client_credentials", self._generate)
         self._server.register_endpoint(_IntrospectionEndpoint)
         self._server.register_endpoint(_RevocationEndpoint)
@@ -404,6 +426,7 @@ class OAuth2Service:
                 "client_id": client.client_id,
                 "org": str(client.account.org_id),
                 "scope": allowed,
+                "gen": client.record.token_generation,
             },
             ttl_seconds=self._ttl,
         )
@@ -506,7 +529,7 @@ class OAuth2Service:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         marker = _exchange.set(exchange)
         try:
-            request = OAuth2Request("POST", uri, body=form, headers=headers)
+            request = FormRequest(uri, form, headers)
             status, body, response_headers = call(request)
         finally:
             _exchange.reset(marker)

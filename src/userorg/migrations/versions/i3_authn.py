@@ -164,7 +164,7 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(length=64), nullable=False),
         sa.Column("previous_secret_hash", sa.String(length=64), nullable=True),
         sa.Column("previous_secret_expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("tokens_not_before", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("token_generation", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
