@@ -445,7 +445,7 @@ class OAuth2Service:
         await self._tokens.prepare()
         status, body, response_headers = self._run(
             exchange,
-            lambda request: self._server.create_token_response(request),
+            self._server.create_token_response,
             form,
             headers,
             uri,
