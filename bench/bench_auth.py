@@ -159,7 +159,7 @@ def main() -> None:
         subprocess.run(
             [sys.executable, "-m", "userorg", "migrate"], env=env, check=True, capture_output=True
         )
-        server = subprocess.Popen(  # noqa: S603
+        server = subprocess.Popen(
             [sys.executable, "-m", "userorg", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
