@@ -4,17 +4,21 @@ admin unlock, login rate limits (429 + Retry-After)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from tests.conftest import base_settings, start_env
 from tests.support import services
 from tests.support.api import STRONG_PASSWORD, Env, uid
 from tests.support.receiver import WebhookReceiver
+from userorg.authn.lockout import throttle_key
+from userorg.authn.models import LoginThrottle
 
 WRONG = "Not-The-Password-99"
 
@@ -135,3 +139,25 @@ async def test_login_rate_limits_per_account_and_per_ip(limited_env: Env) -> Non
     )
     assert other.status_code == 429
     assert other.json()["details"]["scope"] == "login_ip"
+
+
+async def test_lockout_is_progressive(env: Env) -> None:
+    email = f"repeat-{uid()}@example.com"
+    threshold = env.settings.lockout_threshold
+    base = env.settings.lockout_seconds
+    retries = []
+    for _ in range(2):
+        statuses = await _attempts(env, email, threshold + 1)
+        assert Counter(statuses) == {401: threshold, 423: 1}
+        locked = await env.client.post("/v1/auth/login", json={"email": email, "password": WRONG})
+        retries.append(int(locked.headers["retry-after"]))
+        # Let the lock run out (as if its time had passed).
+        async with env.container.session_factory() as session:
+            await session.execute(
+                update(LoginThrottle)
+                .where(LoginThrottle.key == throttle_key(email))
+                .values(locked_until=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+            )
+            await session.commit()
+    assert base - 60 < retries[0] <= base
+    assert 2 * base - 60 < retries[1] <= 2 * base
