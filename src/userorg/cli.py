@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,21 @@ def _require_schema_at_head(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def _serve(asgi_app: object, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        typer.echo(f"cannot listen on {host}:{port}: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(asgi_app: object, host: str, port: int, *, extra_ports: tuple[int, ...] = ()) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -87,7 +102,12 @@ def _serve(asgi_app: object, host: str, port: int) -> None:
         log_config=None,
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run()
+    if not extra_ports:
+        uvicorn.Server(config).run()
+        return
+    # One process, several listeners (USER_ORG_GATEWAY_PORT): the app tells them apart.
+    sockets = [_listen(host, listen_port) for listen_port in (port, *extra_ports)]
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 @app.command()
@@ -99,7 +119,8 @@ def serve() -> None:
     _require_schema_at_head(settings)
     from userorg.main import create_app
 
-    _serve(create_app(settings), settings.bind_host, settings.admin_api_port)
+    extra = (settings.gateway_port,) if settings.gateway_port is not None else ()
+    _serve(create_app(settings), settings.bind_host, settings.admin_api_port, extra_ports=extra)
 
 
 @app.command()
