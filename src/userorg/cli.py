@@ -271,6 +271,31 @@ def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platfo
         raise typer.Exit(1)
 
 
+@app.command()
+def healthcheck(
+    port: Annotated[
+        list[int] | None, typer.Option(help="Port(s) to try (default: admin-api, reconciler)")
+    ] = None,
+) -> None:
+    """Exit 0 when this container's process answers /healthz (the image's HEALTHCHECK)."""
+    import urllib.request
+
+    ports = port or [
+        int(os.environ.get("USER_ORG_ADMIN_API_PORT") or 8081),
+        int(os.environ.get("USER_ORG_RECONCILER_PORT") or 8082),
+    ]
+    for candidate in ports:
+        url = f"http://127.0.0.1:{candidate}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            continue
+    typer.echo(f"no process answers /healthz on 127.0.0.1:{ports}", err=True)
+    raise typer.Exit(1)
+
+
 StateDir = Annotated[Path, typer.Option(help="Where pid files, logs and data live")]
 EnvFile = Annotated[Path, typer.Option(help="The env file `make run` sources")]
 
