@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
