@@ -25,6 +25,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,6 +53,7 @@ TOPICS = {"audit.identity": 6, "billing.usage": 6, "billing.usage.dlq": 1}
 # Transit key name -> type: envelope encryption of secrets at rest, signing of audit exports.
 TRANSIT_KEYS = {"userorg-keystore": "aes256-gcm96", "userorg-audit-signing": "ed25519"}
 START_TIMEOUT = 60.0
+DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class DevStackError(Exception):
@@ -391,7 +393,10 @@ def _database_url(admin_url: str, database: str) -> str:
 async def _ensure_database(admin_url: str, database: str) -> None:
     import asyncpg
 
-    connection = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        connection = await asyncpg.connect(admin_url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise DevStackError(f"cannot connect to PostgreSQL ({error})") from None
     try:
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
@@ -541,6 +546,10 @@ def up(
     migrate: bool = True,
 ) -> Stack:
     """Start what is not running yet, write the env file, migrate the database."""
+    if not DATABASE_NAME.fullmatch(database):
+        raise DevStackError(
+            f"database name {database!r}: use lower-case letters, digits and underscores"
+        )
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     running = running_services(state_dir)

@@ -208,3 +208,15 @@ def test_private_postgres_cluster(stack_dir: Path) -> None:
     assert "postgres" in stopped.stdout
     _assert_all_gone(state)
     assert _dev("status", "--state-dir", str(state_dir)).returncode == 1
+
+
+def test_bad_input_fails_with_one_line_and_starts_nothing(stack_dir: Path) -> None:
+    state_dir = stack_dir / "dev"
+    result = _dev("up", "--state-dir", str(state_dir), "--database", "Bad-Name;drop")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "dev-up failed: database name 'Bad-Name;drop': use lower-case letters, digits and "
+        "underscores"
+    ]
+    assert not state_dir.exists()
+    assert _dev("down", "--state-dir", str(state_dir)).stdout.strip() == "nothing was running"

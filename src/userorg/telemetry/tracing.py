@@ -9,6 +9,7 @@ installed globally), so several apps in one process (the tests) do not see each 
 What produces spans:
 - FastAPI's native instrumentation: one SERVER span per request, named ``METHOD /route``, with
   W3C ``traceparent`` propagation (the provider is handed to ``FastAPI(telemetry=...)``);
+  health, readiness and metrics requests are not traced;
 - SQLAlchemy: one CLIENT span per statement run inside a trace (``instrument_engine``);
 - Redis: one CLIENT span per command (``opentelemetry-instrumentation-redis`` on our client);
 - the service's own spans through ``Tracing.span``: ``identity.auth.evaluate`` around every
@@ -40,6 +41,14 @@ AUTH_EVALUATE_SPAN = "identity.auth.evaluate"
 RECONCILE_RUN_SPAN = "identity.reconcile.run"
 
 _NULL: AbstractContextManager[None] = nullcontext()
+# Probes and scrapes every few seconds would bury real traces: they are not traced.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _untraced(scope: Any) -> bool:
+    return scope.get("path") in UNTRACED_PATHS
+
+
 _SPAN_ATTR = "_userorg_otel_span"
 _MAX_STATEMENT = 2000
 
@@ -110,6 +119,7 @@ class Tracing:
             "logs": False,
             "operation_spans": False,
             "auto_configure": False,
+            "exclude": _untraced,
         }
         if self.provider is not None:
             config["tracer_provider"] = self.provider
