@@ -31,6 +31,7 @@ from userorg.errors import (
 )
 from userorg.platform import ratelimit
 from userorg.platform.keystore import Keystore
+from userorg.telemetry.metrics import LOGIN_ATTEMPTS
 from userorg.users.models import User
 
 REFRESH_TOKEN_PREFIX = "uort"
@@ -199,6 +200,7 @@ async def login(
             target_type="login",
             target_id=key[:16],
         )
+        LOGIN_ATTEMPTS.labels("locked").inc()
         raise
     user = (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
     valid = await passwords.verify(user.password_hash if user else None, password)
@@ -211,6 +213,7 @@ async def login(
             user=user,
             reason="invalid_credentials",
         )
+        LOGIN_ATTEMPTS.labels("failure").inc()
         raise _invalid_credentials()
     if user.status != "active":
         await lockout.release(session, reservation)
@@ -224,12 +227,14 @@ async def login(
             target_type="user",
             target_id=user.id,
         )
+        LOGIN_ATTEMPTS.labels("denied").inc()
         raise _invalid_credentials()
     factors = await mfa.factor_status(session, user.id)
     amr = ["pwd"]
     if factors.enrolled:
         if not second_factor.given:
             await lockout.release(session, reservation)
+            LOGIN_ATTEMPTS.labels("mfa_required").inc()
             raise await _mfa_challenge(uow, config=config, user=user, factors=factors)
         method = await _check_second_factor(
             uow, config=config, keystore=keystore, user=user, second_factor=second_factor
@@ -243,6 +248,7 @@ async def login(
                 user=user,
                 reason="invalid_second_factor",
             )
+            LOGIN_ATTEMPTS.labels("failure").inc()
             raise Unauthenticated(
                 "The second factor is not valid", code="invalid_second_factor", commit=True
             )
@@ -263,6 +269,7 @@ async def login(
         target_id=issued.session_id,
         metadata={"amr": amr},
     )
+    LOGIN_ATTEMPTS.labels("success").inc()
     return issued
 
 
