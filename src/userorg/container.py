@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from userorg.authn.lockout import LockoutPolicy
+from userorg.authn.mfa import RelyingParty
+from userorg.authn.oauth2 import OAuth2Service
 from userorg.authn.passwords import PasswordService
+from userorg.authn.service import AuthConfig
 from userorg.authn.tokens import TokenService
 from userorg.authz.engine import PolicyEngine, RbacEngine
 from userorg.db import SESSION_COMMIT_HOOK, UnitOfWork, create_engine
@@ -29,11 +34,13 @@ from userorg.platform.ratelimit import (
     RedisRateLimiter,
 )
 from userorg.settings import Settings
+from userorg.telemetry.tracing import Tracing
 
 
 class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tracing = Tracing.from_settings(settings, service_name="userorg-admin-api")
         self.engine = create_engine(
             settings.effective_database_url, pool_size=settings.db_pool_size
         )
@@ -46,6 +53,9 @@ class Container:
             else self.engine
         )
         self.read_session_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.tracing.instrument_engine(self.engine)
+        if self.read_engine is not self.engine:
+            self.tracing.instrument_engine(self.read_engine)
         self.keystore: Keystore = _build_keystore(settings)
         self.passwords = PasswordService(
             time_cost=settings.argon2_time_cost,
@@ -59,6 +69,10 @@ class Container:
             keystore=self.keystore,
             issuer=settings.issuer,
             access_token_ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        self.auth = auth_config(settings)
+        self.oauth2 = OAuth2Service(
+            tokens=self.tokens, token_ttl_seconds=settings.access_token_ttl_seconds
         )
         self.policy: PolicyEngine = RbacEngine()
         self.notifier = NotificationDispatcher(
@@ -82,6 +96,7 @@ class Container:
                 health_check_interval=15,
             )
             self.readiness_checks["redis"] = redis_check(self.redis)
+            self.tracing.instrument_redis(self.redis)
         self.bus: InvalidationBus
         self.rate_limiter: RateLimiter
         if self.redis is not None:
@@ -143,6 +158,30 @@ class Container:
             await self.read_engine.dispose()
         if self.gateway_engine is not self.read_engine:
             await self.gateway_engine.dispose()
+        await asyncio.to_thread(self.tracing.shutdown)
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    return AuthConfig(
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        idle_timeout_seconds=settings.session_idle_timeout_seconds,
+        lockout=LockoutPolicy(
+            threshold=settings.lockout_threshold,
+            seconds=settings.lockout_seconds,
+            max_seconds=settings.lockout_max_seconds,
+        ),
+        relying_party=RelyingParty(
+            rp_id=settings.webauthn_rp_id,
+            name=settings.webauthn_rp_name,
+            origins=settings.webauthn_origin_list,
+        ),
+        mfa_challenge_ttl_seconds=settings.mfa_challenge_ttl_seconds,
+        totp_issuer=settings.totp_issuer,
+        login_rate_per_ip=settings.login_rate_per_ip_per_minute,
+        login_rate_per_account=settings.login_rate_per_account_per_minute,
+        password_reset_ttl_seconds=settings.password_reset_ttl_seconds,
+        public_base_url=settings.public_base_url,
+    )
 
 
 def _build_keystore(settings: Settings) -> Keystore:

@@ -45,12 +45,30 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     admin_api_port: Port = 8081
     reconciler_port: Port = 8082
+    gateway_port: Port | None = None
+
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
     issuer: str = "http://localhost:8081"
     public_base_url: str = "http://localhost:8081"
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
     session_idle_timeout_seconds: int = Field(default=7 * 86_400, ge=300)
+    signing_key_rotation_seconds: int = Field(default=30 * 86_400, ge=3600)
+    signing_key_prepublish_seconds: int = Field(default=900, ge=0, le=86_400)
+
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
+    lockout_max_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    login_rate_per_ip_per_minute: int = Field(default=60, ge=1)
+    login_rate_per_account_per_minute: int = Field(default=10, ge=1)
+    mfa_challenge_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    totp_issuer: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_rp_id: str = Field(default="localhost", min_length=1, max_length=253)
+    webauthn_rp_name: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_origins: str = "http://localhost:8081"
+    password_reset_ttl_seconds: int = Field(default=3600, ge=300, le=7 * 86_400)
 
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19_456, ge=1024, le=4_194_304)
@@ -96,10 +114,27 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
 
-    @field_validator("notify_webhook_url", "redis_url")
+    @field_validator("notify_webhook_url", "redis_url", "otlp_endpoint")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("gateway_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parsed = urlsplit(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError("must be the collector's http(s)://host:port (OTLP/HTTP)")
+        return value
 
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
@@ -128,9 +163,29 @@ class Settings(BaseSettings):
                 "USER_ORG_API_KEY_DEFAULT_GRACE_SECONDS: must not exceed "
                 "USER_ORG_API_KEY_MAX_GRACE_SECONDS"
             )
+        if not self.webauthn_origin_list or not all(
+            o.startswith(("https://", "http://")) for o in self.webauthn_origin_list
+        ):
+            raise ValueError(
+                "USER_ORG_WEBAUTHN_ORIGINS: a comma-separated list of http(s):// origins"
+            )
+        if self.lockout_max_seconds < self.lockout_seconds:
+            raise ValueError("USER_ORG_LOCKOUT_MAX_SECONDS: must be >= USER_ORG_LOCKOUT_SECONDS")
+        if self.gateway_port is not None and self.gateway_port in {
+            self.admin_api_port,
+            self.reconciler_port,
+        }:
+            raise ValueError(
+                "USER_ORG_GATEWAY_PORT: must differ from USER_ORG_ADMIN_API_PORT and "
+                "USER_ORG_RECONCILER_PORT"
+            )
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
+
+    @property
+    def webauthn_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.webauthn_origins.split(",") if o.strip()]
 
     @property
     def effective_database_url(self) -> str:

@@ -13,6 +13,7 @@ SCOPES: Final[dict[str, str]] = {
     "orgs:read": "Read the organization's settings",
     "orgs:write": "Change the organization's settings",
     "orgs:suspend": "Suspend and restore organizations (platform level)",
+    "identities:suspend": "Suspend and restore user identities everywhere (platform level)",
     "orgs:delete": "Delete the organization (safe delete with a retention window)",
     "users:read": "List and read members",
     "users:write": "Change members: profile, suspend, restore, remove, unlock",
@@ -40,7 +41,7 @@ SCOPES: Final[dict[str, str]] = {
 }
 
 PLATFORM_SCOPES: Final[frozenset[str]] = frozenset(
-    {"orgs:create", "orgs:suspend", "policy:evaluate"}
+    {"orgs:create", "orgs:suspend", "identities:suspend", "policy:evaluate"}
 )
 ORG_SCOPES: Final[frozenset[str]] = frozenset(SCOPES) - PLATFORM_SCOPES
 

@@ -22,7 +22,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from userorg.gateway.schemas import AuthorizeIn, ValidateApiKeyIn
-from userorg.middleware import SECURITY_HEADERS, classify_unhandled
+from userorg.middleware import SECURITY_HEADERS, classify_unhandled, wrong_listener
 from userorg.telemetry.metrics import HTTP_REQUEST_DURATION
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class FastPath:
         secret = settings.gateway_shared_secret
         self._shared_secret = secret.get_secret_value().encode() if secret else None
         self._access_log = settings.gateway_access_log
+        # USER_ORG_GATEWAY_PORT: these routes answer only on the gateway listener.
+        self._gateway_port = settings.gateway_port
         self._histograms: dict[tuple[str, int], Any] = {}
         self.paths: frozenset[str] = frozenset(_DECODERS)
         # Generated request ids: a random per-process prefix and a counter (unique across
@@ -133,7 +135,16 @@ class FastPath:
             rid = request_id
         status = 200
         try:
-            if scope["method"] != "POST":
+            server = scope.get("server")
+            if self._gateway_port is not None and wrong_listener(
+                path, server[1] if server else None, self._gateway_port
+            ):
+                status, payload, extra = (
+                    404,
+                    _error("not_found", "This route is not served on this port"),
+                    [],
+                )
+            elif scope["method"] != "POST":
                 status, payload, extra = (
                     405,
                     _error("method_not_allowed", "Method Not Allowed"),

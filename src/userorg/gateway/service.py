@@ -783,16 +783,25 @@ class Gateway:
         return answer
 
     async def _authorize_token(self, body: AuthorizeIn) -> dict[str, Any]:
-        """A user's access token: signature and expiry, its session (read every time, like
-        the admin API), then the user's state in the org through the caches."""
+        """An access token: signature and expiry, then what makes it revocable — a user's
+        session, or a client-credentials token's generation and revocation list — read every
+        time like the admin API does, then the principal's state in the org through the
+        caches and the policy."""
         try:
             claims = await self._tokens.verify_access_token(body.credential)
+        except InvalidToken:
+            self._note_denial(None, "token_invalid", body.action)
+            return self._deny("token_invalid")
+        if claims.get("ptype") == "service_account":
+            return await self._authorize_client_token(body, claims)
+        try:
             user_id = uuid.UUID(claims["sub"])
             session_id = uuid.UUID(claims["sid"])
-        except (InvalidToken, KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError):
             self._note_denial(None, "token_invalid", body.action)
             return self._deny("token_invalid")
         if claims.get("ptype") != "user":
+            self._note_denial(None, "token_invalid", body.action)
             return self._deny("token_invalid")
         actor = Actor(type="user", id=str(user_id))
         async with self._read_sessions() as session:
@@ -821,17 +830,80 @@ class Gateway:
         if org_id is None:
             self._note_denial(None, "org_required", body.action, actor=actor)
             return self._deny("org_required", principal_id=str(user_id), principal_type="user")
+        return await self._decide_for_token(
+            body,
+            actor=actor,
+            org_id=org_id,
+            principal_type="user",
+            principal_id=user_id,
+            credential_scopes=None,
+            expires=float(claims["exp"]),
+        )
+
+    async def _authorize_client_token(
+        self, body: AuthorizeIn, claims: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An OAuth2 client-credentials token of a service account."""
+        from userorg.authn.oauth2 import machine_token_state
+
+        async with self._read_sessions() as session:
+            state = await machine_token_state(session, claims)
+        account = state.account
+        if not state.active or account is None:
+            reason = state.reason or "token_invalid"
+            reason = {
+                "malformed": "token_invalid",
+                "unknown_client": "token_invalid",
+                "org_pending_delete": "org_deleted",
+            }.get(reason, reason)
+            actor = Actor(type="service_account", id=str(account.id)) if account else None
+            self._note_denial(None, reason, body.action, actor=actor)
+            if account is None:
+                return self._deny(reason)
+            return self._deny(
+                reason,
+                org_id=str(account.org_id),
+                principal_id=str(account.id),
+                principal_type="service_account",
+            )
+        scope = claims.get("scope")
+        return await self._decide_for_token(
+            body,
+            actor=Actor(type="service_account", id=str(account.id)),
+            org_id=account.org_id,
+            principal_type="service_account",
+            principal_id=account.id,
+            credential_scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
+            expires=float(claims["exp"]),
+        )
+
+    async def _decide_for_token(
+        self,
+        body: AuthorizeIn,
+        *,
+        actor: Actor,
+        org_id: uuid.UUID,
+        principal_type: str,
+        principal_id: uuid.UUID,
+        credential_scopes: frozenset[str] | None,
+        expires: float,
+    ) -> dict[str, Any]:
+        ids: dict[str, Any] = {
+            "org_id": str(org_id),
+            "principal_id": str(principal_id),
+            "principal_type": principal_type,
+        }
         principal, org = await self.principal_state(
-            org_id=org_id, principal_type="user", principal_id=user_id
+            org_id=org_id, principal_type=principal_type, principal_id=principal_id
         )
         if org.status == "missing":
             self._note_denial(None, "org_unknown", body.action, actor=actor)
-            return self._deny("org_unknown", principal_id=str(user_id), principal_type="user")
+            return self._deny("org_unknown", **ids)
         decision = self.policy.decide(
             AuthzRequest(
                 permission=body.action,
-                principal_id=str(user_id),
-                principal_type="user",
+                principal_id=str(principal_id),
+                principal_type=principal_type,
                 principal_status="active" if principal.status == "removed" else principal.status,
                 is_platform_admin=principal.is_platform_admin,
                 org_id=str(org_id),
@@ -839,33 +911,35 @@ class Gateway:
                 membership_status=principal.membership_status,
                 roles=principal.roles,
                 granted_scopes=principal.scopes,
+                credential_scopes=credential_scopes,
                 resource=body.resource,
             )
         )
-        ids: dict[str, Any] = {
-            "org_id": str(org_id),
-            "principal_id": str(user_id),
-            "principal_type": "user",
-        }
         if not decision.allow:
             reason = _POLICY_REASONS.get(decision.reason, decision.reason)
             self._note_denial(None, reason, body.action, actor=actor)
             return self._deny(reason, **ids)
         budget = await self.budgets.check(
-            org_id=str(org_id), principal_id=str(user_id), estimated_cost=body.estimatedCost
+            org_id=str(org_id), principal_id=str(principal_id), estimated_cost=body.estimatedCost
         )
         if budget.blocks:
+            self._note_denial(None, "budget_blocked", body.action, actor=actor)
             return self._deny("budget_blocked", **ids)
+        scopes = (
+            principal.scopes
+            if credential_scopes is None
+            else (principal.scopes & credential_scopes)
+        )
         _STATS[("authorize", "allow")] += 1
         answer: dict[str, Any] = {
             "decision": "allow",
             "reason": decision.reason,
             "orgId": str(org_id),
-            "principalId": str(user_id),
-            "principalType": "user",
-            "scopes": sorted(principal.scopes),
+            "principalId": str(principal_id),
+            "principalType": principal_type,
+            "scopes": sorted(scopes),
             "budget": {"status": budget.status, "remaining": budget.remaining},
-            "ttlSeconds": min(self._decision_ttl, max(0, int(claims["exp"] - time.time()))),
+            "ttlSeconds": min(self._decision_ttl, max(0, int(expires - time.time()))),
         }
         if budget.reservation_id is not None:
             answer["reservationId"] = budget.reservation_id
@@ -941,7 +1015,7 @@ class Gateway:
             await audit.record(
                 uow.session,
                 action="gateway:api_key:deny"
-                if key_id or actor_type != "user"
+                if key_id or actor_type == "anonymous"
                 else "gateway:access_token:deny",
                 actor=Actor(type=actor_type, id=actor_id) if actor_id else ANONYMOUS,
                 org_id=uuid.UUID(org_id) if org_id else None,

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from userorg.audit import recorder as audit
+from userorg.authn import mfa
 from userorg.authn.principal import Principal
 from userorg.authz.catalogue import ORG_SCOPES, ORG_SYSTEM_ROLES, OWNER_ROLE, SYSTEM_ROLES
 from userorg.context import Actor
@@ -119,6 +120,10 @@ async def load_grants(
     roles = await roles_of(
         session, org_id=org.id, principal_type=principal.type, principal_id=principal.id
     )
+    if principal.type == "user" and principal.mfa_verified_at is None:
+        # Roles that require MFA are in force only in sessions signed in with a second factor.
+        required = mfa.mfa_required_roles(org)
+        roles = [role for role in roles if role not in required]
     scopes = await scopes_of_roles(session, org_id=org.id, roles=roles)
     return Grants(membership_status, frozenset(roles), scopes)
 
@@ -173,8 +178,13 @@ async def replace_roles(
     principal_id: uuid.UUID,
     roles: list[str],
     justification: str | None = None,
+    enforce_mfa: bool = True,
 ) -> list[str]:
-    """Set a principal's roles in an org (roles already validated by ``check_assignable``)."""
+    """Set a principal's roles in an org (roles already validated by ``check_assignable``).
+
+    A user without a second factor cannot be granted a role that requires MFA (409); invite
+    acceptance passes ``enforce_mfa=False``: such roles are then held but stay out of force
+    until the user signs in with a second factor (see ``load_grants``)."""
     session = uow.session
     current = set(
         await roles_of(
@@ -188,6 +198,8 @@ async def replace_roles(
         await ensure_other_owner(session, org_id=org.id, excluding_user=principal_id)
     removed = current - target
     added = target - current
+    if principal_type == "user" and enforce_mfa and added:
+        await mfa.check_role_grant(session, org=org, user_id=principal_id, added=added)
     if removed:
         await session.execute(
             delete(RoleAssignment).where(

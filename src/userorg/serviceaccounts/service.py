@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from userorg.apikeys import service as apikeys_service
 from userorg.audit import recorder as audit
+from userorg.authn.oauth2 import revoke_client_tokens
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
 from userorg.errors import BadRequest, Conflict, NotFound
@@ -174,6 +175,8 @@ async def set_status(
         return view  # idempotent
     account.status = status
     account.updated_at = utcnow()
+    if status == "disabled":
+        await revoke_client_tokens(uow.session, service_account_id=account.id)
     await uow.session.flush()
     await audit.record(
         uow.session,
@@ -201,6 +204,7 @@ async def delete_service_account(
         principal_id=account.id,
         reason="service_account_deleted",
     )
+    await revoke_client_tokens(uow.session, service_account_id=account.id)
     account.status = "disabled"
     account.deleted_at = utcnow()
     account.updated_at = utcnow()
