@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
@@ -503,3 +504,29 @@ async def test_expired_key_check_needs_no_invalidation(env: Env) -> None:
     entry = gateway._keys[secrets.hash_secret(created["secret"])]
     entry.expires_at = time.time() - 1  # as if the clock had reached the expiry
     assert (await authorize(env, created["secret"]))["reason"] == "key_expired"
+
+
+async def test_authorize_with_a_client_credentials_token(env: Env) -> None:
+    setup = await setup_account(env)
+    secret = await env.client.post(
+        f"{setup.account_url}/client-secret", headers=setup.admin.headers
+    )
+    assert secret.status_code == 200, secret.text
+    basic = base64.b64encode(
+        f"{secret.json()['clientId']}:{secret.json()['clientSecret']}".encode()
+    ).decode()
+    token = await env.client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "inference:invoke"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert token.status_code == 200, token.text
+    access = token.json()["access_token"]
+    allowed = await authorize(env, access)
+    assert allowed["decision"] == "allow", allowed
+    assert allowed["principalType"] == "service_account"
+    assert allowed["scopes"] == ["inference:invoke"]
+    # The token's scope bounds it, whatever the account's roles allow.
+    assert (await authorize(env, access, action="orgs:read"))["reason"] == "scope_missing"
+    await env.client.post(f"{setup.account_url}/disable", headers=setup.admin.headers)
+    assert (await authorize(env, access))["reason"] in {"principal_suspended", "token_revoked"}
