@@ -374,6 +374,7 @@ def run_servers(
             lookups = sum(after.values()) - sum(before_counts.values())
             if lookups and url.startswith(a.url):
                 results[name]["hit_ratio"] = (after["hit"] - before_counts["hit"]) / lookups
+            results.setdefault("load", []).append(os.getloadavg()[0])
             print(f"  {name}: {fmt(results[name])} {results[name]}", flush=True)
 
         bare_url = f"http://127.0.0.1:{bare_port}/"
@@ -399,8 +400,11 @@ def write_doc(results: dict[str, Any]) -> None:
         START,
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')} (2 cores shared by server, "
         f"PostgreSQL and load generator; {KEYS:,} keys in the database; wrk, 1 thread, "
-        f"{CONNECTIONS} keep-alive connections, {DURATION} s per row after a 3 s warm-up; one "
-        "uvicorn process per server, uvloop + httptools).",
+        f"{CONNECTIONS} keep-alive connections, {DURATION} s per row after a warm-up that runs "
+        "until no key misses the cache; one uvicorn process per server, uvloop + httptools). "
+        f"1-minute load average during the rows: {min(results['load']):.1f}–"
+        f"{max(results['load']):.1f} (other work shares the machine; the ratio to the ceiling, "
+        "measured in the same run, is the comparable figure).",
         "",
         "| path | req/s | p50 | p99 | ratio to ceiling |",
         "|---|---|---|---|---|",
