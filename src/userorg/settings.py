@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     api_key_issue_limit_per_principal: int = Field(default=10, ge=1)
     api_key_issue_limit_per_org: int = Field(default=100, ge=1)
 
-    gateway_cache_ttl_seconds: float = Field(default=60.0, ge=0, le=3600)
+    gateway_cache_ttl_seconds: float = Field(default=300.0, ge=0, le=3600)
     gateway_negative_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     gateway_cache_max_entries: int = Field(default=200_000, ge=100)
     gateway_flush_interval_seconds: float = Field(default=2.0, gt=0, le=300)
