@@ -251,16 +251,22 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _principal_from_row(row: Any, principal_type: str, org_id: str, now: float) -> PrincipalState:
     if principal_type == "service_account":
-        if row.sa_status is None or row.sa_deleted_at is not None or str(row.sa_org_id) != org_id:
+        if (
+            row["sa_status"] is None
+            or row["sa_deleted_at"] is not None
+            or str(row["sa_org_id"]) != org_id
+        ):
             return PrincipalState("deleted", None, frozenset(), frozenset(), False, now)
-        return PrincipalState(row.sa_status, row.sa_status, frozenset(), frozenset(), False, now)
-    if row.user_status is None:
+        return PrincipalState(
+            row["sa_status"], row["sa_status"], frozenset(), frozenset(), False, now
+        )
+    if row["user_status"] is None:
         return PrincipalState("deleted", None, frozenset(), frozenset(), False, now)
-    membership = row.membership_status
-    admin = bool(row.is_platform_admin)
+    membership = row["membership_status"]
+    admin = bool(row["is_platform_admin"])
     if membership is None or membership == "removed":
         return PrincipalState("removed", None, frozenset(), frozenset(), admin, now)
-    status = row.user_status if row.user_status != "active" else membership
+    status = row["user_status"] if row["user_status"] != "active" else membership
     return PrincipalState(status, membership, frozenset(), frozenset(), admin, now)
 
 
@@ -316,6 +322,14 @@ class Gateway:
         self._decision_ttl = decision_ttl
         self._flush_interval = flush_interval
         self.budgets: BudgetGate = budgets or NoBudgets()
+        self._raw_key_sql: str | None = None
+        self._raw_key_names: tuple[str, ...] = ()
+        self._raw_key_params: dict[str, Any] = {}
+        if read_engine.dialect.name == "postgresql":
+            compiled = _KEY_QUERY.compile(dialect=read_engine.dialect)
+            self._raw_key_sql = str(compiled)
+            self._raw_key_names = tuple(compiled.positiontup or ())
+            self._raw_key_params = dict(compiled.construct_params({"h": ""}))
         self._keys: dict[str, KeyEntry] = {}
         self._hashes_by_key: dict[str, set[str]] = {}
         self._negative: dict[str, float] = {}
@@ -396,6 +410,10 @@ class Gateway:
         except Exception as error:
             log.warning("invalidation_publish_failed", error=f"{type(error).__name__}: {error}")
 
+    def _raw_key_args(self, digest: str) -> list[Any]:
+        params = self._raw_key_params
+        return [digest if name == "h" else params[name] for name in self._raw_key_names]
+
     # -- lookups ---------------------------------------------------------------------------
     def _trusted(self) -> bool:
         return self._ttl > 0 and self._bus.healthy
@@ -471,34 +489,42 @@ class Gateway:
         epoch = self._epoch
         now = time.monotonic()
         async with self._read_engine.connect() as connection:
-            rows = list(await connection.execute(_KEY_QUERY, {"h": digest}))
+            rows: list[Any]
+            if self._raw_key_sql is not None:
+                # PostgreSQL: the compiled statement straight to asyncpg (the SQLAlchemy
+                # execution and result layers cost more CPU than the query itself).
+                raw = await connection.get_raw_connection()
+                driver: Any = raw.driver_connection
+                rows = await driver.fetch(self._raw_key_sql, *self._raw_key_args(digest))
+            else:
+                rows = [r._mapping for r in await connection.execute(_KEY_QUERY, {"h": digest})]
         if not rows:
             if store and epoch == self._epoch:
                 self._remember_negative(digest, now)
             return Resolved(None, None, None)
         row = rows[0]
-        org_id = str(row.org_id)
-        principal_id = str(row.principal_id)
-        is_previous = row.secret_hash != digest
+        org_id = str(row["org_id"])
+        principal_id = str(row["principal_id"])
+        is_previous = row["secret_hash"] != digest
         key = KeyEntry(
-            key_id=str(row.id),
+            key_id=str(row["id"]),
             org_id=org_id,
-            principal_type=row.principal_type,
+            principal_type=row["principal_type"],
             principal_id=principal_id,
-            scopes=frozenset(row.scopes or ()),
-            status=row.status,
-            expires_at=_epoch(row.expires_at),
-            expires_at_iso=_iso(row.expires_at),
+            scopes=frozenset(row["scopes"] or ()),
+            status=row["status"],
+            expires_at=_epoch(row["expires_at"]),
+            expires_at_iso=_iso(row["expires_at"]),
             is_previous=is_previous,
-            previous_until=_epoch(row.previous_expires_at) if is_previous else None,
+            previous_until=_epoch(row["previous_expires_at"]) if is_previous else None,
             loaded_at=now,
         )
-        principal = _principal_from_row(row, row.principal_type, org_id, now)
+        principal = _principal_from_row(row, row["principal_type"], org_id, now)
         if principal.status not in {"deleted", "removed"}:
             principal.roles, principal.scopes = _scopes_of(
-                [(r.role_name, r.role_scopes) for r in rows if r.role_name is not None]
+                [(r["role_name"], r["role_scopes"]) for r in rows if r["role_name"] is not None]
             )
-        org = OrgState(row.org_status, now)
+        org = OrgState(row["org_status"], now)
         if store and epoch == self._epoch:
             self._remember(digest, key, principal, org)
         return Resolved(key, principal, org)
@@ -525,7 +551,8 @@ class Gateway:
             org_status = (await connection.execute(_ORG_QUERY, {"org": org_id})).scalar()
             org = OrgState(org_status or "missing", now)
             query = _SA_QUERY if principal_type == "service_account" else _USER_QUERY
-            row = (await connection.execute(query, {"pid": principal_id, "org": org_id})).first()
+            found = (await connection.execute(query, {"pid": principal_id, "org": org_id})).first()
+            row = found._mapping if found is not None else None
             if row is None:
                 principal = PrincipalState("deleted", None, frozenset(), frozenset(), False, now)
             else:
