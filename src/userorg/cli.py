@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -106,6 +107,11 @@ def _serve(asgi_app: object, host: str, port: int, *, extra_ports: tuple[int, ..
         log_config=None,
         timeout_graceful_shutdown=20,
     )
+    # Everything imported and built so far lives as long as the process: move it out of the
+    # cyclic collector's sight. Full collections then scan only what requests allocate
+    # (measured: ~300 ms pauses without this on the gateway hot path, see performance.md).
+    gc.collect()
+    gc.freeze()
     if not extra_ports:
         uvicorn.Server(config).run()
         return

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     gateway_cache_ttl_seconds: float = Field(default=300.0, ge=0, le=3600)
     gateway_negative_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     gateway_cache_max_entries: int = Field(default=200_000, ge=100)
-    gateway_flush_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    gateway_flush_interval_seconds: float = Field(default=5.0, gt=0, le=300)
     gateway_decision_ttl_seconds: int = Field(default=1, ge=0, le=300)
     gateway_shared_secret: SecretStr | None = None
     gateway_access_log: bool = False
