@@ -381,6 +381,8 @@ def run_servers(
         measure("ceiling", bare_url, "authorize")
         measure("authorize_hit", f"{a.url}/v1/authorize", "authorize")
         measure("validate_hit", f"{a.url}/v1/auth/validate-api-key", "validate")
+        # The machine is shared: measure the ceiling again and compare with the mean of both.
+        measure("ceiling_after", bare_url, "authorize")
         measure("authorize_1conn", f"{a.url}/v1/authorize", "authorize", connections=1)
         measure("ceiling_1conn", bare_url, "authorize", connections=1)
         results["fixed_1000"] = fixed_rate(f"{a.url}/v1/authorize", secrets_list, 1000, DURATION)
@@ -390,7 +392,7 @@ def run_servers(
 
 
 def write_doc(results: dict[str, Any]) -> None:
-    ceiling = results["ceiling"]["rps"]
+    ceiling = (results["ceiling"]["rps"] + results["ceiling_after"]["rps"]) / 2
     delays = sorted(results["propagation"])
 
     def ratio(name: str) -> str:
@@ -406,9 +408,12 @@ def write_doc(results: dict[str, Any]) -> None:
         f"{max(results['load']):.1f} (other work shares the machine; the ratio to the ceiling, "
         "measured in the same run, is the comparable figure).",
         "",
+        f"The ratio is to the mean of the two ceiling rows ({ceiling:,.0f} req/s).",
+        "",
         "| path | req/s | p50 | p99 | ratio to ceiling |",
         "|---|---|---|---|---|",
-        f"| bare ASGI, fixed JSON (ceiling) | {fmt(results['ceiling'])} | 100% |",
+        f"| bare ASGI, fixed JSON (ceiling), before | {fmt(results['ceiling'])} | — |",
+        f"| bare ASGI, fixed JSON (ceiling), after the hit rows | {fmt(results['ceiling_after'])} | — |",
         f"| `/v1/authorize`, cache hit ({results['authorize_hit'].get('hit_ratio', 0):.1%} hits) | {fmt(results['authorize_hit'])} | {ratio('authorize_hit')} |",
         f"| `/v1/auth/validate-api-key`, cache hit ({results['validate_hit'].get('hit_ratio', 0):.1%} hits) | {fmt(results['validate_hit'])} | {ratio('validate_hit')} |",
         f"| `/v1/authorize`, cache miss (cache off, PostgreSQL every request) | {fmt(results['authorize_miss'])} | {ratio('authorize_miss')} |",

@@ -123,10 +123,14 @@ def create_engine(
         _configure_sqlite(engine, read_only=read_only)
         return engine
     if autocommit:
+        # A fixed pool: under a burst of misses, requests queue for a connection instead of
+        # opening (and, on return, closing) overflow connections — a new PostgreSQL
+        # connection costs far more than the query it would run.
         return create_async_engine(
             async_url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
+            pool_timeout=10,
             pool_pre_ping=False,
             pool_recycle=1800,
             isolation_level="AUTOCOMMIT",
