@@ -19,6 +19,7 @@ from userorg.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from userorg.orgs import service as orgs_service
 from userorg.orgs.models import Organization
 from userorg.roles import service as roles_service
+from userorg.telemetry.metrics import AUTHZ_DENIALS
 
 
 def get_container(request: Request) -> Container:
@@ -107,23 +108,12 @@ async def authorize(
 ) -> AuthContext:
     """Ask the policy engine; on deny, audit it (committed with the error) and raise."""
     grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
-    decision = container.policy.decide(
-        AuthzRequest(
-            permission=permission,
-            principal_id=str(principal.id),
-            principal_type=principal.type,
-            principal_status=principal.status,
-            is_platform_admin=principal.is_platform_admin,
-            org_id=str(org.id) if org else None,
-            org_status=org.status if org else None,
-            membership_status=grants.membership_status,
-            roles=grants.roles,
-            granted_scopes=grants.scopes,
-            credential_scopes=principal.credential_scopes,
-        )
+    decision = await container.policy.decide_async(
+        authz_request(principal, permission=permission, org=org, grants=grants)
     )
     if decision.allow:
         return AuthContext(principal, org, grants.roles, grants.scopes, decision)
+    AUTHZ_DENIALS.labels(decision.reason).inc()
     await audit.record(
         uow.session,
         action="authz:access:deny",
@@ -149,6 +139,43 @@ async def authorize(
             "policyId": decision.policy_id,
         },
         commit=True,
+    )
+
+
+def authz_request(
+    principal: Principal,
+    *,
+    permission: str,
+    org: Organization | None,
+    grants: roles_service.Grants,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    resource_org_id: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> AuthzRequest:
+    """The decision's inputs for an authenticated principal (the cache key, too)."""
+    return AuthzRequest(
+        permission=permission,
+        principal_id=str(principal.id),
+        principal_type=principal.type,
+        principal_status=principal.status,
+        is_platform_admin=principal.is_platform_admin,
+        org_id=str(org.id) if org else None,
+        org_status=org.status if org else None,
+        membership_status=grants.membership_status,
+        roles=grants.roles,
+        granted_scopes=grants.scopes,
+        credential_scopes=principal.credential_scopes,
+        custom_role_scopes=grants.custom_scopes,
+        credential_type="session" if principal.session_id is not None else "token",
+        mfa_verified_at=principal.mfa_verified_at.timestamp()
+        if principal.mfa_verified_at
+        else None,
+        amr=tuple(principal.amr),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        resource_org_id=resource_org_id,
+        context=context,
     )
 
 
