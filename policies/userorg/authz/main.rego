@@ -33,44 +33,41 @@ action := data.userorg.index.actions[input.action]
 decision := deny("unknown_permission", "userorg.authz.catalogue") if {
 	not action
 } else := deny("unknown_principal_type", "userorg.authz.status") if {
-	not input.subject.type in {"user", "service_account"}
-} else := deny(concat("_", ["principal", object.get(input.subject, "status", "status_missing")]), "userorg.authz.status") if {
+	# (`not a == b` means the same on OPA and regorus when a is undefined; `not a in {...}`
+	# and `not obj[a]` do not: OPA hoists the undefined a out of the negation)
+	not input.subject.type == "user"
+	not input.subject.type == "service_account"
+} else := deny(concat("_", ["principal", object.get(object.get(input, "subject", {}), "status", "status_missing")]), "userorg.authz.status") if {
 	not input.subject.status == "active"
 } else := deny("credential_scope_missing", "userorg.authz.credential") if {
 	# A credential without a scope list (an interactive session) carries the holder's grants.
 	input.credential.scopes
 	not input.action in input.credential.scopes
 } else := deny("platform_admin_required", "userorg.authz.platform") if {
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	action.platform
 } else := deny("platform_admin_required", "userorg.authz.platform") if {
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	not input.org.id
 } else := deny("not_a_member", "userorg.authz.tenancy") if {
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	not input.membership.status
 } else := deny("cross_tenant", "userorg.authz.tenancy") if {
 	# A resource that names its org must live in the org the decision is asked for.
-	input.resource.org_id
+	input.resource.org_id != null
 	not input.resource.org_id == input.org.id
 } else := deny(concat("_", ["org", input.org.status]), "userorg.authz.status") if {
 	# Platform admins act on orgs in any status (they suspend and restore them); an org waiting
 	# for its purge still lets its members look at it and cancel the deletion.
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	input.org.status != "active"
 	not pending_delete_exception
 } else := deny(concat("_", ["membership", input.membership.status]), "userorg.authz.status") if {
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	input.membership.status != "active"
 } else := deny("scope_missing", "userorg.authz.rbac") if {
-	# No system role of the subject grants the action (the index lists, per action, the system
-	# roles that grant it) and no custom role does (the enforcement point resolves the subject's
-	# custom roles from the org's role definitions into custom_role_scopes; only org scopes
-	# count, so a custom role never grants a platform scope).
-	not input.subject.platform_admin
-	# (not `every role in ... { not action.roles[role] }`: regorus 0.13 gets that wrong)
-	count(object.filter(action.roles, input.subject.roles)) == 0
-	not custom_role_grants_action
+	not input.subject.platform_admin == true
+	not role_grants_action
 } else := deny("mfa_required", "userorg.authz.mfa") if {
 	action.sensitive
 	input.subject.type == "user"
@@ -93,7 +90,7 @@ decision := deny("unknown_permission", "userorg.authz.catalogue") if {
 	"obligations": [],
 	"ttl_seconds": action.ttl_seconds,
 } if {
-	not input.subject.platform_admin
+	not input.subject.platform_admin == true
 	not action.sensitive
 	not action.budget_gated
 	not action.custom_policies
@@ -123,7 +120,16 @@ pending_delete_exception if {
 	input.action in {"orgs:read", "orgs:delete"}
 }
 
-custom_role_grants_action if {
+# Role grants. System roles: the index lists, per action, the system roles granting it. Custom
+# roles: the enforcement point resolves the subject's custom roles from the org's role
+# definitions into custom_role_scopes; only org scopes count, so a custom role never grants a
+# platform scope. (A positive rule, negated above: with malformed roles it is undefined or an
+# error, and both deny. `not` over a builtin's result would allow on OPA's non-strict errors.)
+role_grants_action if {
+	count(object.filter(action.roles, input.subject.roles)) > 0
+}
+
+role_grants_action if {
 	input.action in input.subject.custom_role_scopes
 	not action.platform
 }
