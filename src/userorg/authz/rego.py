@@ -49,6 +49,7 @@ class RegoEngine:
         self._reload_lock = threading.Lock()
         self.last_error: dict[str, Any] | None = None
         self.last_reload_at: float | None = None
+        self._refused_fingerprint: tuple[tuple[str, int, int], ...] | None = None
 
     # -- the policy set -----------------------------------------------------------------------
     @property
@@ -61,30 +62,46 @@ class RegoEngine:
         self._install(policy)
         return policy
 
-    def changed_on_disk(self) -> bool:
-        current = self._policy
+    def _disk_fingerprint(self) -> tuple[tuple[str, int, int], ...] | None:
         try:
-            return current is None or fingerprint(self.directory) != current.fingerprint
+            return fingerprint(self.directory)
         except (OSError, PolicyLoadError):
+            return None
+
+    def changed_on_disk(self) -> bool:
+        """The files differ from the serving set and from the last refused one."""
+        current = self._policy
+        disk = self._disk_fingerprint()
+        if current is None or disk is None:
             return True
+        if disk == current.fingerprint:
+            return self.last_error is not None  # back to the serving files: clear the error
+        return disk != self._refused_fingerprint
 
     def reload(self, *, force: bool = False) -> bool:
         """Re-read the policy files. A set that fails to compile or check is refused: the
         current one keeps serving and the failure is kept in ``last_error`` (shown in /readyz).
         Returns whether a new revision was installed. Safe to call from any thread."""
         with self._reload_lock:
-            if not force and not self.changed_on_disk():
+            current = self._policy
+            disk = self._disk_fingerprint()
+            if not force and current is not None and disk == current.fingerprint:
+                self.last_error = None  # the files on disk are the ones serving (again)
+                self._refused_fingerprint = None
                 return False
+            if not force and disk is not None and disk == self._refused_fingerprint:
+                return False  # refused before and unchanged since: keep the error, no retry
             try:
                 policy = load_policy_set(self.directory, self.config)
             except (PolicyLoadError, OSError) as error:
                 message = error.message if isinstance(error, PolicyLoadError) else str(error)
                 details = error.details if isinstance(error, PolicyLoadError) else {}
                 self.last_error = {"message": message, **details, "at": _rfc3339(time.time())}
+                self._refused_fingerprint = disk
                 POLICY_RELOADS.labels("refused").inc()
-                log.error("policy_reload_refused", error=message, **details)
+                log.error("policy_reload_refused", error=message, details=details)
                 return False
-            current = self._policy
+            self._refused_fingerprint = None
             if current is not None and current.revision == policy.revision:
                 # Touched but unchanged: remember the new fingerprint only.
                 self._policy = policy
