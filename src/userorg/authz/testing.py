@@ -128,16 +128,18 @@ def run(
             continue
         started = time.perf_counter()
         engine.take_prints()
-        error = None
+        failure_text = None
         try:
             value = orjson.loads(engine.eval_rule_as_json(name))
             passed = value is True
         except BaseException as failure:
             if not is_engine_failure(failure):
                 raise
-            passed, error = False, engine_error_message(failure)
+            passed, failure_text = False, engine_error_message(failure)
         prints = [str(p) for p in engine.take_prints()]
-        results.append(TestResult(name, passed, time.perf_counter() - started, error, prints))
+        results.append(
+            TestResult(name, passed, time.perf_counter() - started, failure_text, prints)
+        )
     return Report(results, _coverage(engine))
 
 
@@ -147,7 +149,7 @@ def run_on_opa(
     """The same tests on OPA's own Go engine (PyPI ``opa-golib-python-bindings``, a c-shared
     build of github.com/open-policy-agent/opa/v1/rego): the policies must mean the same on both
     engines, since remote deployments run them on OPA."""
-    from opa_bindings import OpaEngine, OpaError  # type: ignore[import-not-found,unused-ignore]
+    from opa_bindings import OpaEngine, OpaError
 
     modules = read_modules(directory, tests=True)
     prints: list[str] = []
