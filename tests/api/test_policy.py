@@ -461,3 +461,46 @@ async def test_failed_change_publishes_nothing(env: Env) -> None:
     )
     assert refused.status_code == 422
     assert stale in env.container.policy_engine.cache.entries
+
+
+async def test_concurrent_requests_under_load(env: Env) -> None:
+    """Many decisions in flight at once (the PEP and the PDP), from the event loop and from
+    worker threads at the same time: every answer right, the engine never crashes."""
+    import asyncio
+
+    org = await env.create_org()
+    dev = await env.add_member(org["orgId"], ["Developer"])
+    admin = await env.admin_headers()
+    engine = env.container.policy_engine
+
+    def from_thread(index: int) -> bool:
+        request = AuthzRequest(
+            permission="users:write" if index % 2 else "inference:invoke",
+            principal_id=f"thread-{index % 7}",
+            principal_type="user",
+            org_id=org["orgId"],
+            org_status="active",
+            membership_status="active",
+            roles=frozenset({"Developer"}),
+            custom_role_scopes=frozenset(),
+        )
+        return engine.decide(request).allow is (index % 2 == 0)
+
+    async def over_http(index: int) -> bool:
+        action = "users:write" if index % 2 else "inference:invoke"
+        response = await evaluate(
+            env, {"subject": subject(dev, org["orgId"]), "action": action}, admin
+        )
+        listed = await env.client.get(f"/v1/orgs/{org['orgId']}/users", headers=dev.headers)
+        return (
+            response.status_code == 200
+            and response.json()["decision"] == ("deny" if index % 2 else "allow")
+            and listed.status_code == 200
+        )
+
+    results = await asyncio.gather(
+        *(over_http(i) for i in range(60)),
+        *(asyncio.to_thread(lambda i=i: [from_thread(i + k) for k in range(50)]) for i in range(8)),
+    )
+    flat = [r for item in results for r in (item if isinstance(item, list) else [item])]
+    assert all(flat)

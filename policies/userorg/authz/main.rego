@@ -92,8 +92,19 @@ decision := deny("unknown_permission", "userorg.authz.catalogue") if {
 } if {
 	not input.subject.platform_admin == true
 	not action.sensitive
-	not action.budget_gated
 	not action.custom_policies
+	not input.budget.status == "warn"
+} else := {
+	# A sensitive action: the TTL is bounded by the MFA freshness (mfa.rego).
+	"allow": true,
+	"reason": "granted_by_role",
+	"policy_id": "userorg.authz.rbac",
+	"obligations": [],
+	"ttl_seconds": ttl_seconds,
+} if {
+	not input.subject.platform_admin == true
+	not action.custom_policies
+	not input.budget.status == "warn"
 } else := {
 	"allow": true,
 	"reason": grant[0],
