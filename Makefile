@@ -18,7 +18,8 @@ help:
 	@echo "make run    - start admin-api (:8081) and reconciler (:8082), embedded mode by default"
 	@echo "make test   - the whole test suite (unit, API in both modes, integration, contract)"
 	@echo "make lint   - ruff + mypy (strict)"
-	@echo "make migrate / rollback / schema-drift / contract / bench / dev-up / dev-down"
+	@echo "make migrate / rollback / schema-drift / contract / bench"
+	@echo "make dev-up / dev-down - local production-mode stack (PostgreSQL, Redis, Kafka, OpenBao)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
@@ -75,11 +77,15 @@ opa-test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# PostgreSQL (the machine's, or a private cluster), Redis, Kafka (tansu) and OpenBao under
+# var/dev; writes .env.dev. DEV_ARGS passes options (e.g. DEV_ARGS=--private-postgres).
 dev-up: $(STAMP)
-	@echo "dev-up: the local production stack arrives with the operations issue"
+	$(BIN)/userorg dev up $(DEV_ARGS)
 
+# Stops everything dev-up started (pid files under var/dev). DEV_ARGS=--purge drops the data.
 dev-down:
-	@echo "dev-down: nothing to stop"
+	@if [ -x $(BIN)/userorg ]; then $(BIN)/userorg dev down $(DEV_ARGS); \
+	else echo "dev-down: nothing to stop"; fi
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

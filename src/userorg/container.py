@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -35,11 +36,13 @@ from userorg.platform.ratelimit import (
     RedisRateLimiter,
 )
 from userorg.settings import Settings
+from userorg.telemetry.tracing import Tracing
 
 
 class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tracing = Tracing.from_settings(settings, service_name="userorg-admin-api")
         self.engine = create_engine(
             settings.effective_database_url, pool_size=settings.db_pool_size
         )
@@ -58,6 +61,9 @@ class Container:
             else self.engine
         )
         self.read_session_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.tracing.instrument_engine(self.engine)
+        if self.read_engine is not self.engine:
+            self.tracing.instrument_engine(self.read_engine)
         self.keystore: Keystore = _build_keystore(settings)
         self.passwords = PasswordService(
             time_cost=settings.argon2_time_cost,
@@ -101,6 +107,7 @@ class Container:
                 health_check_interval=15,
             )
             self.readiness_checks["redis"] = redis_check(self.redis)
+            self.tracing.instrument_redis(self.redis)
         self.bus: InvalidationBus
         self.rate_limiter: RateLimiter
         if self.redis is not None:
@@ -150,6 +157,7 @@ class Container:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        await asyncio.to_thread(self.tracing.shutdown)
 
 
 def policy_config(settings: Settings) -> PolicyConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,7 +20,8 @@ from userorg.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from userorg.orgs import service as orgs_service
 from userorg.orgs.models import Organization
 from userorg.roles import service as roles_service
-from userorg.telemetry.metrics import AUTHZ_DENIALS
+from userorg.telemetry.metrics import AUTHZ_DECISION_DURATION, AUTHZ_DENIALS
+from userorg.telemetry.tracing import AUTH_EVALUATE_SPAN
 
 
 def get_container(request: Request) -> Container:
@@ -107,9 +109,23 @@ async def authorize(
     route: str | None = None,
 ) -> AuthContext:
     """Ask the policy engine; on deny, audit it (committed with the error) and raise."""
-    grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
-    decision = await container.policy.decide_async(
-        authz_request(principal, permission=permission, org=org, grants=grants)
+    started = time.perf_counter()
+    with container.tracing.span(AUTH_EVALUATE_SPAN, {"userorg.permission": permission}) as span:
+        grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
+        decision = await container.policy.decide_async(
+            authz_request(principal, permission=permission, org=org, grants=grants)
+        )
+        if span is not None:
+            span.set_attributes(
+                {
+                    "userorg.decision": "allow" if decision.allow else "deny",
+                    "userorg.reason": decision.reason,
+                    "userorg.policy_id": decision.policy_id,
+                    "userorg.principal_type": principal.type,
+                }
+            )
+    AUTHZ_DECISION_DURATION.labels("admin_api", "allow" if decision.allow else "deny").observe(
+        time.perf_counter() - started
     )
     if decision.allow:
         return AuthContext(principal, org, grants.roles, grants.scopes, decision)

@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=container.tracing.fastapi_config(),
     )
     app.state.container = container
     install_error_handlers(app)
@@ -103,5 +104,9 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         ops_router(_checks),
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        gateway_port=settings.gateway_port,
+    )
     return app

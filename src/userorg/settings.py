@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     admin_api_port: Port = 8081
     reconciler_port: Port = 8082
+    gateway_port: Port | None = None
+
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
     issuer: str = "http://localhost:8081"
     public_base_url: str = "http://localhost:8081"
@@ -108,10 +112,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value or None
 
-    @field_validator("notify_webhook_url", "redis_url")
+    @field_validator("notify_webhook_url", "redis_url", "otlp_endpoint")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("gateway_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parsed = urlsplit(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError("must be the collector's http(s)://host:port (OTLP/HTTP)")
+        return value
 
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
@@ -135,6 +156,14 @@ class Settings(BaseSettings):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if self.gateway_port is not None and self.gateway_port in {
+            self.admin_api_port,
+            self.reconciler_port,
+        }:
+            raise ValueError(
+                "USER_ORG_GATEWAY_PORT: must differ from USER_ORG_ADMIN_API_PORT and "
+                "USER_ORG_RECONCILER_PORT"
+            )
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self

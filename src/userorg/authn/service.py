@@ -18,6 +18,7 @@ from userorg.context import ANONYMOUS, Actor, current_request
 from userorg.crypto import random_token, sha256_hex
 from userorg.db import UnitOfWork, utcnow
 from userorg.errors import NotFound, Unauthenticated
+from userorg.telemetry.metrics import LOGIN_ATTEMPTS
 from userorg.users.models import User
 
 REFRESH_TOKEN_PREFIX = "uort"
@@ -105,6 +106,7 @@ async def login(
             target_type="user",
             target_id=user.id if user else None,
         )
+        LOGIN_ATTEMPTS.labels("failure").inc()
         raise _invalid_credentials()
     if user.status != "active":
         await audit.record(
@@ -117,6 +119,7 @@ async def login(
             target_type="user",
             target_id=user.id,
         )
+        LOGIN_ATTEMPTS.labels("denied").inc()
         raise _invalid_credentials()
     if user.password_hash and passwords.needs_rehash(user.password_hash):
         user.password_hash = await passwords.hash(password)
@@ -133,6 +136,7 @@ async def login(
         target_id=issued.session_id,
         metadata={"amr": ["pwd"]},
     )
+    LOGIN_ATTEMPTS.labels("success").inc()
     return issued
 
 
