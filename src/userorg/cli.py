@@ -334,6 +334,8 @@ def policy_bundle(
         raise typer.Exit(1) from None
     output.write_bytes(build_bundle(policy))
     typer.echo(f"wrote {output} (revision {policy.revision})")
+
+
 @app.command()
 def healthcheck(
     port: Annotated[
