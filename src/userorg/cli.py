@@ -20,6 +20,8 @@ from userorg.settings import Mode, Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="User & Organization Service")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit trail tools")
 app.add_typer(audit_app, name="audit")
+policy_app = typer.Typer(no_args_is_help=True, help="Authorization policy tools")
+app.add_typer(policy_app, name="policy")
 dev_app = typer.Typer(
     no_args_is_help=True, help="The local production-mode stack (make dev-up / dev-down)"
 )
@@ -127,10 +129,25 @@ def serve() -> None:
     _check_bootstrap_password(settings)
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
+    _check_policies(settings)
     from userorg.main import create_app
 
     extra = (settings.gateway_port,) if settings.gateway_port is not None else ()
     _serve(create_app(settings), settings.bind_host, settings.admin_api_port, extra_ports=extra)
+
+
+def _check_policies(settings: Settings) -> None:
+    """Policies that cannot serve stop the start with one line (fail closed)."""
+    if settings.opa_url:
+        return
+    from userorg.authz.policyset import PolicyLoadError, load_policy_set
+    from userorg.container import policy_config
+
+    try:
+        load_policy_set(settings.effective_policy_dir, policy_config(settings))
+    except PolicyLoadError as error:
+        typer.echo(f"configuration error: USER_ORG_POLICY_DIR: {error.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -275,6 +292,54 @@ def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platfo
 
     if not asyncio.run(go()):
         raise typer.Exit(1)
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Policy directory (default: USER_ORG_POLICY_DIR)")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Only tests whose name matches")] = None,
+    quiet: Annotated[bool, typer.Option(help="List failed tests only")] = False,
+    min_coverage: Annotated[
+        float, typer.Option(help="Fail below this line coverage (percent)")
+    ] = 0.0,
+    engine: Annotated[
+        str, typer.Option(help="regorus (default) or opa (OPA's Go engine, if installed)")
+    ] = "regorus",
+) -> None:
+    """Run the policy tests (test_* rules of *_test.rego) on regorus, with coverage."""
+    from userorg.authz import testing
+
+    folder = directory or Settings().effective_policy_dir
+    report = testing.run(folder, pattern=run, engine_name=engine)
+    typer.echo(testing.render(report, verbose=not quiet))
+    if not report.ok:
+        raise typer.Exit(1)
+    if report.coverage_percent < min_coverage:
+        typer.echo(
+            f"coverage {report.coverage_percent:.1f}% is below {min_coverage:.1f}%", err=True
+        )
+        raise typer.Exit(1)
+
+
+@policy_app.command("bundle")
+def policy_bundle(
+    output: Annotated[Path, typer.Option(help="Where to write the bundle (.tar.gz)")],
+) -> None:
+    """Build the OPA bundle (policies + data documents) for USER_ORG_OPA_URL deployments."""
+    settings = load_settings()
+    from userorg.authz.opa import build_bundle
+    from userorg.authz.policyset import PolicyLoadError, load_policy_set
+    from userorg.container import policy_config
+
+    try:
+        policy = load_policy_set(settings.effective_policy_dir, policy_config(settings))
+    except PolicyLoadError as error:
+        typer.echo(f"policy error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    output.write_bytes(build_bundle(policy))
+    typer.echo(f"wrote {output} (revision {policy.revision})")
 
 
 @app.command()

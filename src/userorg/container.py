@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -14,7 +15,13 @@ from userorg.authn.oauth2 import OAuth2Service
 from userorg.authn.passwords import PasswordService
 from userorg.authn.service import AuthConfig
 from userorg.authn.tokens import TokenService
-from userorg.authz.engine import PolicyEngine, RbacEngine
+from userorg.authz.engine import PolicyEngine
+from userorg.authz.invalidation import CHANNEL as AUTHZ_CHANNEL
+from userorg.authz.invalidation import TRACKER_KEY, Change, ChangeTracker
+from userorg.authz.opa import RemoteOpaEngine
+from userorg.authz.policyset import PolicyConfig
+from userorg.authz.rego import RegoEngine
+from userorg.authz.reloader import PolicyWatcher, policy_check
 from userorg.db import SESSION_COMMIT_HOOK, UnitOfWork, create_engine
 from userorg.gateway.service import Gateway
 from userorg.maintenance import Maintenance
@@ -44,7 +51,13 @@ class Container:
         self.engine = create_engine(
             settings.effective_database_url, pool_size=settings.db_pool_size
         )
-        self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Sessions notice changes that invalidate authorization decisions (authz.invalidation).
+        self.authz_changes = ChangeTracker(
+            invalidate=self._apply_authz_change, publish=self._publish_authz_change
+        )
+        self.session_factory = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={TRACKER_KEY: self.authz_changes}
+        )
         # Reads that may happen while a request holds the writer (key ring reloads, cache
         # misses): a separate pool on SQLite, the same database either way.
         self.read_engine = (
@@ -74,7 +87,11 @@ class Container:
         self.oauth2 = OAuth2Service(
             tokens=self.tokens, token_ttl_seconds=settings.access_token_ttl_seconds
         )
-        self.policy: PolicyEngine = RbacEngine()
+        self.policy_engine: RegoEngine | RemoteOpaEngine = _build_policy_engine(settings)
+        self.policy: PolicyEngine = self.policy_engine
+        self.policy_watcher = PolicyWatcher(
+            self.policy_engine, interval_seconds=settings.policy_reload_interval_seconds
+        )
         self.notifier = NotificationDispatcher(
             session_factory=self.session_factory,
             keystore=self.keystore,
@@ -86,6 +103,9 @@ class Container:
 
         self.readiness_checks: dict[str, ReadinessCheck] = {
             "database": database_check(self.engine),
+            "policy": self.policy_engine.probe
+            if isinstance(self.policy_engine, RemoteOpaEngine)
+            else policy_check(self.policy_engine),
         }
         self.redis: Redis | None = None
         if settings.redis_url:
@@ -133,21 +153,43 @@ class Container:
         # Every unit of work publishes, after its commit, the cache invalidations its flushes
         # noted (gateway/invalidation.py).
         self.session_factory.configure(
-            info={SESSION_COMMIT_HOOK: self.gateway.publish_session_changes}
+            info={
+                TRACKER_KEY: self.authz_changes,
+                SESSION_COMMIT_HOOK: self.gateway.publish_session_changes,
+            }
         )
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
 
+    def _apply_authz_change(self, change: Change) -> None:
+        if change.all:
+            self.policy_engine.clear_cache()
+        else:
+            self.policy_engine.invalidate(org_id=change.org, principal_id=change.principal)
+
+    async def _publish_authz_change(self, message: dict[str, Any]) -> None:
+        await self.bus.publish(AUTHZ_CHANNEL, message)
+
     async def start(self) -> None:
+        # The policy first: a service that cannot decide must not start (fail closed).
+        self.policy_engine.load()
+        self.bus.subscribe(
+            AUTHZ_CHANNEL, lambda message: self._apply_authz_change(Change.from_message(message))
+        )
+        self.bus.on_reset(self.policy_engine.clear_cache)
         await self.bus.start()
         await self.tokens.ensure_active_key()
         self.notifier.start()
         self.maintenance.start()
+        self.policy_watcher.start()
         self.gateway.start()
 
     async def stop(self) -> None:
         await self.gateway.stop()
+        await self.policy_watcher.stop()
+        if isinstance(self.policy_engine, RemoteOpaEngine):
+            await self.policy_engine.close()
         await self.maintenance.stop()
         await self.notifier.stop()
         await self.bus.stop()
@@ -181,6 +223,30 @@ def auth_config(settings: Settings) -> AuthConfig:
         login_rate_per_account=settings.login_rate_per_account_per_minute,
         password_reset_ttl_seconds=settings.password_reset_ttl_seconds,
         public_base_url=settings.public_base_url,
+    )
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    return PolicyConfig(
+        decision_ttl_seconds=settings.policy_decision_ttl_seconds,
+        mfa_sensitive_scopes=settings.mfa_step_up_scope_set,
+        mfa_max_age_seconds=settings.mfa_step_up_max_age_seconds,
+    )
+
+
+def _build_policy_engine(settings: Settings) -> RegoEngine | RemoteOpaEngine:
+    if settings.opa_url:
+        return RemoteOpaEngine(
+            url=settings.opa_url,
+            timeout_seconds=settings.opa_timeout_seconds,
+            directory=settings.effective_policy_dir,
+            config=policy_config(settings),
+            cache_size=settings.policy_cache_size,
+        )
+    return RegoEngine(
+        directory=settings.effective_policy_dir,
+        config=policy_config(settings),
+        cache_size=settings.policy_cache_size,
     )
 
 

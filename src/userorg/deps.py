@@ -116,20 +116,8 @@ async def authorize(
     started = time.perf_counter()
     with container.tracing.span(AUTH_EVALUATE_SPAN, {"userorg.permission": permission}) as span:
         grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
-        decision = container.policy.decide(
-            AuthzRequest(
-                permission=permission,
-                principal_id=str(principal.id),
-                principal_type=principal.type,
-                principal_status=principal.status,
-                is_platform_admin=principal.is_platform_admin,
-                org_id=str(org.id) if org else None,
-                org_status=org.status if org else None,
-                membership_status=grants.membership_status,
-                roles=grants.roles,
-                granted_scopes=grants.scopes,
-                credential_scopes=principal.credential_scopes,
-            )
+        decision = await container.policy.decide_async(
+            authz_request(principal, permission=permission, org=org, grants=grants)
         )
         if span is not None:
             span.set_attributes(
@@ -171,6 +159,43 @@ async def authorize(
             "policyId": decision.policy_id,
         },
         commit=True,
+    )
+
+
+def authz_request(
+    principal: Principal,
+    *,
+    permission: str,
+    org: Organization | None,
+    grants: roles_service.Grants,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    resource_org_id: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> AuthzRequest:
+    """The decision's inputs for an authenticated principal (the cache key, too)."""
+    return AuthzRequest(
+        permission=permission,
+        principal_id=str(principal.id),
+        principal_type=principal.type,
+        principal_status=principal.status,
+        is_platform_admin=principal.is_platform_admin,
+        org_id=str(org.id) if org else None,
+        org_status=org.status if org else None,
+        membership_status=grants.membership_status,
+        roles=grants.roles,
+        granted_scopes=grants.scopes,
+        credential_scopes=principal.credential_scopes,
+        custom_role_scopes=grants.custom_scopes,
+        credential_type="session" if principal.session_id is not None else "token",
+        mfa_verified_at=principal.mfa_verified_at.timestamp()
+        if principal.mfa_verified_at
+        else None,
+        amr=tuple(principal.amr),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        resource_org_id=resource_org_id,
+        context=context,
     )
 
 

@@ -15,6 +15,7 @@ from userorg.audit.api import router as audit_router
 from userorg.authn.api import admin_router as authn_admin_router
 from userorg.authn.api import discovery_router, mfa_router, oauth2_router
 from userorg.authn.api import router as authn_router
+from userorg.authz.api import router as policy_router
 from userorg.bootstrap import announce, ensure_platform_admin
 from userorg.container import Container
 from userorg.errors_http import install_error_handlers
@@ -133,6 +134,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         api_keys_router,
         gateway_router,
         audit_router,
+        policy_router,
         ops_router(_checks),
     ):
         app.include_router(router, responses=ERROR_RESPONSES)

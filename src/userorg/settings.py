@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    policy_dir: Path | None = None
+    policy_reload_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
+    policy_decision_ttl_seconds: int = Field(default=60, ge=0, le=3600)
+    policy_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    policy_max_context_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    mfa_step_up_scopes: str = ""
+    mfa_step_up_max_age_seconds: int = Field(default=900, ge=30, le=86_400)
+    opa_url: str | None = None
+    opa_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
     api_key_environment: str = Field(default="live", pattern=r"^[a-z0-9]{1,12}$")
     api_key_max_expiry_days: int = Field(default=365, ge=1, le=3650)
     api_key_default_grace_seconds: int = Field(default=86_400, ge=0)
@@ -113,6 +123,23 @@ class Settings(BaseSettings):
         if value and not value.startswith(("sqlite", "postgres", "postgresql")):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
+
+    @field_validator("mfa_step_up_scopes")
+    @classmethod
+    def _check_step_up_scopes(cls, value: str) -> str:
+        from userorg.authz.catalogue import SCOPES
+
+        unknown = sorted({s for s in _split(value) if s not in SCOPES})
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+        return value
+
+    @field_validator("opa_url")
+    @classmethod
+    def _check_opa_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
 
     @field_validator("notify_webhook_url", "redis_url", "otlp_endpoint")
     @classmethod
@@ -198,6 +225,21 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def mfa_step_up_scope_set(self) -> frozenset[str]:
+        return frozenset(_split(self.mfa_step_up_scopes))
+
+    @property
+    def effective_policy_dir(self) -> Path:
+        """The Rego policies: ``USER_ORG_POLICY_DIR``, else ``policies/`` of the source tree."""
+        if self.policy_dir is not None:
+            return self.policy_dir
+        return Path(__file__).resolve().parents[2] / "policies"
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def format_settings_error(error: ValidationError) -> str:

@@ -530,3 +530,32 @@ async def test_authorize_with_a_client_credentials_token(env: Env) -> None:
     assert (await authorize(env, access, action="orgs:read"))["reason"] == "scope_missing"
     await env.client.post(f"{setup.account_url}/disable", headers=setup.admin.headers)
     assert (await authorize(env, access))["reason"] in {"principal_suspended", "token_revoked"}
+
+
+async def test_keys_never_carry_roles_that_require_mfa(env: Env) -> None:
+    """OrgOwner (and an org's mfaRequiredRoles) count only with a second factor: a personal
+    key, which has none, neither gets those scopes at issuance nor uses them later."""
+    org = await env.create_org()
+    owner = await env.add_member(org["orgId"], ["OrgOwner", "Developer"])
+    url = f"/v1/orgs/{org['orgId']}/users/{owner.user_id}/api-keys"
+    owner_only = await env.client.post(url, json={"scopes": ["orgs:delete"]}, headers=owner.headers)
+    assert owner_only.status_code == 403, owner_only.text
+    assert owner_only.json()["code"] == "scope_exceeds_principal"
+    created = await env.client.post(
+        url, json={"scopes": ["inference:invoke", "api_keys:read"]}, headers=owner.headers
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    assert (await authorize(env, secret))["decision"] == "allow"
+    assert (await validate(env, secret))["scopes"] == ["api_keys:read", "inference:invoke"]
+    # The owner's MFA session token is judged with the owner's full roles.
+    assert (await authorize(env, owner.token, action="orgs:delete"))["decision"] == "allow"
+    # Dropping Developer leaves the key only what OrgOwner gave, which it cannot use.
+    admin_headers = await env.admin_headers()
+    changed = await env.client.put(
+        f"/v1/orgs/{org['orgId']}/users/{owner.user_id}/roles",
+        json={"roles": ["OrgOwner"]},
+        headers=admin_headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert (await authorize(env, secret))["reason"] == "scope_missing"

@@ -60,7 +60,9 @@ async def test_readiness_sets_one_gauge_per_dependency(env: Env) -> None:
     response = await env.client.get("/readyz")
     assert response.status_code == 200
     checks: dict[str, Any] = response.json()["checks"]
-    expected = {"database", "redis"} if env.mode == "production" else {"database"}
+    expected = (
+        {"database", "policy", "redis"} if env.mode == "production" else {"database", "policy"}
+    )
     assert set(checks) == expected
     for name in expected:
         assert sample("userorg_dependency_up", dependency=name) == 1.0

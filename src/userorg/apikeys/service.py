@@ -15,6 +15,7 @@ from userorg.apikeys import secrets
 from userorg.apikeys.models import ApiKey
 from userorg.apikeys.schemas import ApiKeyCreate
 from userorg.audit import recorder as audit
+from userorg.authn import mfa
 from userorg.authn.principal import Principal
 from userorg.authz.catalogue import ORG_SCOPES, SCOPES
 from userorg.context import Actor
@@ -66,10 +67,14 @@ def _actor_uuid(actor: Actor) -> uuid.UUID | None:
 async def principal_scopes(
     session: AsyncSession, *, org: Organization, principal_type: str, principal_id: uuid.UUID
 ) -> frozenset[str]:
-    """What the principal may do in the org right now (through its roles)."""
+    """What a key of the principal may do in the org right now (through its roles). A user's
+    roles that require a second factor do not count: a key never carries them."""
     roles = await roles_service.roles_of(
         session, org_id=org.id, principal_type=principal_type, principal_id=principal_id
     )
+    if principal_type == USER:
+        required = mfa.mfa_required_roles(org)
+        roles = [role for role in roles if role not in required]
     return await roles_service.scopes_of_roles(session, org_id=org.id, roles=roles)
 
 

@@ -89,5 +89,22 @@ OWNER_ROLE: Final = "OrgOwner"
 ALWAYS_MFA_ROLES: Final[frozenset[str]] = frozenset({OWNER_ROLE})
 
 
+# Actions that need a fresh second factor when MFA step-up is enforced
+# (USER_ORG_MFA_STEP_UP_SCOPES; this is the documented recommendation, not the default).
+RECOMMENDED_MFA_STEP_UP_SCOPES: Final[frozenset[str]] = frozenset(
+    {
+        "orgs:delete",
+        "roles:write",
+        "roles:assign",
+        "api_keys:write",
+        "budgets:override:approve",
+        "audit:export",
+        "sessions:revoke",
+    }
+)
+# Actions that spend money: a blocked budget denies them (the budget hook of the policy).
+BUDGET_GATED_SCOPES: Final[frozenset[str]] = frozenset({"inference:invoke"})
+
+
 def is_known_scope(scope: str) -> bool:
     return scope in SCOPES

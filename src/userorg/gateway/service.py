@@ -38,7 +38,7 @@ from userorg.apikeys.models import ApiKey
 from userorg.audit import recorder as audit
 from userorg.authn.models import Session as LoginSession
 from userorg.authn.tokens import InvalidToken, TokenService
-from userorg.authz.catalogue import ORG_SCOPES, SYSTEM_ROLES
+from userorg.authz.catalogue import ALWAYS_MFA_ROLES, ORG_SCOPES, SYSTEM_ROLES
 from userorg.authz.engine import AuthzRequest, PolicyEngine
 from userorg.context import ANONYMOUS, Actor
 from userorg.db import UnitOfWork, UTCDateTime
@@ -113,6 +113,16 @@ class PrincipalState:
     scopes: frozenset[str]
     is_platform_admin: bool
     loaded_at: float
+    # A user's roles and scopes without the roles that require a second factor in the org
+    # (OrgOwner and the org's mfaRequiredRoles): what an API key or a session without MFA
+    # may use, as the admin API's load_grants does.
+    roles_without_mfa: frozenset[str] = frozenset()
+    scopes_without_mfa: frozenset[str] = frozenset()
+
+    def grants(self, *, mfa: bool) -> tuple[frozenset[str], frozenset[str]]:
+        if mfa:
+            return self.roles, self.scopes
+        return self.roles_without_mfa, self.scopes_without_mfa
 
 
 @dataclass(slots=True)
@@ -141,6 +151,7 @@ _KEY_QUERY = (
         _k.c.secret_hash,
         _k.c.previous_expires_at,
         _o.c.status.label("org_status"),
+        _o.c.mfa_required_roles.label("org_mfa_roles"),
         _sa.c.status.label("sa_status"),
         _sa.c.org_id.label("sa_org_id"),
         _sa.c.deleted_at.label("sa_deleted_at"),
@@ -207,7 +218,9 @@ _ROLES_QUERY = (
         _ra.c.principal_id == bindparam("pid", type_=_ra.c.principal_id.type),
     )
 )
-_ORG_QUERY = select(_o.c.status).where(_o.c.id == bindparam("org", type_=_o.c.id.type))
+_ORG_QUERY = select(_o.c.status, _o.c.mfa_required_roles).where(
+    _o.c.id == bindparam("org", type_=_o.c.id.type)
+)
 _USER_ORGS_QUERY = (
     select(_m.c.org_id)
     .where(_m.c.user_id == bindparam("pid", type_=_m.c.user_id.type), _m.c.status != "removed")
@@ -281,6 +294,16 @@ def _scopes_of(rows: list[Any]) -> tuple[frozenset[str], frozenset[str]]:
         elif custom_scopes:
             scopes |= set(custom_scopes)
     return frozenset(roles), frozenset(scopes) & ORG_SCOPES
+
+
+def _fill_grants(principal: PrincipalState, rows: list[tuple[str, Any]], mfa_required: Any) -> None:
+    """Roles and scopes from (role name, custom role scopes) rows; for users also without the
+    roles that require MFA in the org."""
+    principal.roles, principal.scopes = _scopes_of(rows)
+    required = ALWAYS_MFA_ROLES | frozenset(mfa_required or ())
+    principal.roles_without_mfa, principal.scopes_without_mfa = _scopes_of(
+        [row for row in rows if row[0] not in required]
+    )
 
 
 @dataclass(slots=True)
@@ -410,6 +433,11 @@ class Gateway:
         except Exception as error:
             log.warning("invalidation_publish_failed", error=f"{type(error).__name__}: {error}")
 
+    def _policy_revision(self) -> object:
+        """The loaded policy's revision (a memoised answer from another revision is stale)."""
+        policy_set = getattr(self.policy, "policy", None)
+        return getattr(policy_set, "revision", None)
+
     def _raw_key_args(self, digest: str) -> list[Any]:
         params = self._raw_key_params
         return [digest if name == "h" else params[name] for name in self._raw_key_names]
@@ -521,8 +549,10 @@ class Gateway:
         )
         principal = _principal_from_row(row, row["principal_type"], org_id, now)
         if principal.status not in {"deleted", "removed"}:
-            principal.roles, principal.scopes = _scopes_of(
-                [(r["role_name"], r["role_scopes"]) for r in rows if r["role_name"] is not None]
+            _fill_grants(
+                principal,
+                [(r["role_name"], r["role_scopes"]) for r in rows if r["role_name"] is not None],
+                row["org_mfa_roles"],
             )
         org = OrgState(row["org_status"], now)
         if store and epoch == self._epoch:
@@ -548,8 +578,9 @@ class Gateway:
                 return principal, org
         epoch = self._epoch
         async with self._read_engine.connect() as connection:
-            org_status = (await connection.execute(_ORG_QUERY, {"org": org_id})).scalar()
-            org = OrgState(org_status or "missing", now)
+            org_row = (await connection.execute(_ORG_QUERY, {"org": org_id})).first()
+            org = OrgState(org_row.status if org_row is not None else "missing", now)
+            mfa_roles = org_row.mfa_required_roles if org_row is not None else None
             query = _SA_QUERY if principal_type == "service_account" else _USER_QUERY
             found = (await connection.execute(query, {"pid": principal_id, "org": org_id})).first()
             row = found._mapping if found is not None else None
@@ -558,14 +589,10 @@ class Gateway:
             else:
                 principal = _principal_from_row(row, principal_type, org_key, now)
             if principal.status not in {"deleted", "removed"}:
-                principal.roles, principal.scopes = _scopes_of(
-                    list(
-                        await connection.execute(
-                            _ROLES_QUERY,
-                            {"org": org_id, "ptype": principal_type, "pid": principal_id},
-                        )
-                    )
+                role_rows = await connection.execute(
+                    _ROLES_QUERY, {"org": org_id, "ptype": principal_type, "pid": principal_id}
                 )
+                _fill_grants(principal, [(r[0], r[1]) for r in role_rows], mfa_roles)
         if trusted and epoch == self._epoch:
             self._principals[(org_key, pid)] = principal
             self._orgs_by_principal.setdefault(pid, set()).add(org_key)
@@ -686,7 +713,9 @@ class Gateway:
             "organizationId": key.org_id,
             "principalId": key.principal_id,
             "principalType": key.principal_type,
-            "scopes": sorted(key.scopes & resolved.principal.scopes),
+            "scopes": sorted(
+                key.scopes & resolved.principal.grants(mfa=key.principal_type != "user")[1]
+            ),
             "status": "active",
             "expiresAt": key.expires_at_iso,
         }
@@ -749,11 +778,22 @@ class Gateway:
                 self._note_denial(key, "org_mismatch", body.action)
                 return self._deny("org_mismatch", key=key)
         # The policy's answer is memoised on the key entry for the exact states it was given
-        # (the principal and org state objects are replaced whenever they are reloaded).
+        # (the principal and org state objects are replaced whenever they are reloaded), the
+        # policy revision it came from, and no longer than the decision's own ttlSeconds.
+        # Requests with a context go to the policy every time (it may read the context).
         memo_key = (body.action, body.resource)
-        revision = getattr(self.policy, "revision", None)
-        memo = key.decisions.get(memo_key)
-        if memo is None or memo[0] is not principal or memo[1] is not org or memo[2] != revision:
+        revision = self._policy_revision()
+        memo = key.decisions.get(memo_key) if context is None else None
+        mono = time.monotonic()
+        if (
+            memo is None
+            or memo[0] is not principal
+            or memo[1] is not org
+            or memo[2] != revision
+            or memo[6] <= mono
+        ):
+            # Keys never carry the roles that require a second factor (as in the admin API).
+            roles, scopes = principal.grants(mfa=key.principal_type != "user")
             decision = self.policy.decide(
                 AuthzRequest(
                     permission=body.action,
@@ -763,10 +803,13 @@ class Gateway:
                     org_id=key.org_id,
                     org_status=org.status,
                     membership_status=principal.membership_status,
-                    roles=principal.roles,
-                    granted_scopes=principal.scopes,
+                    roles=roles,
+                    granted_scopes=scopes,
                     credential_scopes=key.scopes,
-                    resource=body.resource,
+                    credential_type="api_key",
+                    resource_type="model",
+                    resource_id=body.resource,
+                    context=context,
                 )
             )
             memo = (
@@ -777,11 +820,13 @@ class Gateway:
                 decision.reason
                 if decision.allow
                 else _POLICY_REASONS.get(decision.reason, decision.reason),
-                sorted(key.scopes & principal.scopes),
+                sorted(key.scopes & scopes),
+                mono + decision.ttl_seconds,
             )
-            if len(key.decisions) >= 64:
-                key.decisions.clear()
-            key.decisions[memo_key] = memo
+            if context is None and decision.ttl_seconds > 0:
+                if len(key.decisions) >= 64:
+                    key.decisions.clear()
+                key.decisions[memo_key] = memo
         if not memo[3]:
             self._note_denial(key, memo[4], body.action)
             return self._deny(memo[4], key=key)
@@ -834,11 +879,12 @@ class Gateway:
         async with self._read_sessions() as session:
             row = (
                 await session.execute(
-                    select(LoginSession.status, LoginSession.expires_at).where(
-                        LoginSession.id == session_id, LoginSession.user_id == user_id
-                    )
+                    select(
+                        LoginSession.status, LoginSession.expires_at, LoginSession.mfa_verified_at
+                    ).where(LoginSession.id == session_id, LoginSession.user_id == user_id)
                 )
             ).first()
+            mfa_at = row.mfa_verified_at if row is not None else None
             if row is None or row.status != "active" or row.expires_at <= dt.datetime.now(dt.UTC):
                 self._note_denial(None, "session_revoked", body.action, actor=actor)
                 return self._deny(
@@ -865,6 +911,9 @@ class Gateway:
             principal_id=user_id,
             credential_scopes=None,
             expires=float(claims["exp"]),
+            credential_type="session",
+            mfa_verified_at=mfa_at.timestamp() if mfa_at is not None else None,
+            amr=tuple(str(method) for method in claims.get("amr") or ()),
         )
 
     async def _authorize_client_token(
@@ -902,6 +951,7 @@ class Gateway:
             principal_id=account.id,
             credential_scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
             expires=float(claims["exp"]),
+            credential_type="token",
         )
 
     async def _decide_for_token(
@@ -914,6 +964,9 @@ class Gateway:
         principal_id: uuid.UUID,
         credential_scopes: frozenset[str] | None,
         expires: float,
+        credential_type: str,
+        mfa_verified_at: float | None = None,
+        amr: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         ids: dict[str, Any] = {
             "org_id": str(org_id),
@@ -926,6 +979,10 @@ class Gateway:
         if org.status == "missing":
             self._note_denial(None, "org_unknown", body.action, actor=actor)
             return self._deny("org_unknown", **ids)
+        # A session without a second factor does not carry the roles that require one.
+        roles, scopes = principal.grants(
+            mfa=principal_type != "user" or mfa_verified_at is not None
+        )
         decision = self.policy.decide(
             AuthzRequest(
                 permission=body.action,
@@ -936,10 +993,15 @@ class Gateway:
                 org_id=str(org_id),
                 org_status=org.status,
                 membership_status=principal.membership_status,
-                roles=principal.roles,
-                granted_scopes=principal.scopes,
+                roles=roles,
+                granted_scopes=scopes,
                 credential_scopes=credential_scopes,
-                resource=body.resource,
+                credential_type=credential_type,
+                mfa_verified_at=mfa_verified_at,
+                amr=amr,
+                resource_type="model",
+                resource_id=body.resource,
+                context=body.context,
             )
         )
         if not decision.allow:
@@ -952,11 +1014,8 @@ class Gateway:
         if budget.blocks:
             self._note_denial(None, "budget_blocked", body.action, actor=actor)
             return self._deny("budget_blocked", **ids)
-        scopes = (
-            principal.scopes
-            if credential_scopes is None
-            else (principal.scopes & credential_scopes)
-        )
+        if credential_scopes is not None:
+            scopes = scopes & credential_scopes
         _STATS[("authorize", "allow")] += 1
         answer: dict[str, Any] = {
             "decision": "allow",

@@ -29,6 +29,7 @@ class Grants:
     membership_status: str | None  # None: not a member of the org
     roles: frozenset[str]
     scopes: frozenset[str]
+    custom_scopes: frozenset[str] = frozenset()  # granted by the custom roles among ``roles``
 
 
 NO_GRANTS = Grants(None, frozenset(), frozenset())
@@ -46,7 +47,16 @@ async def scopes_of_roles(
     scopes: set[str] = set()
     for role in roles & ORG_SYSTEM_ROLES:
         scopes |= SYSTEM_ROLES[role]
-    custom_names = roles - ORG_SYSTEM_ROLES
+    scopes |= await custom_scopes_of_roles(session, org_id=org_id, roles=roles)
+    return frozenset(scopes & ORG_SCOPES)
+
+
+async def custom_scopes_of_roles(
+    session: AsyncSession, *, org_id: uuid.UUID, roles: Iterable[str]
+) -> frozenset[str]:
+    """The scopes the org's custom roles among ``roles`` grant (as defined now)."""
+    custom_names = set(roles) - ORG_SYSTEM_ROLES
+    scopes: set[str] = set()
     if custom_names:
         rows = await session.execute(
             select(CustomRole.scopes).where(
@@ -124,8 +134,11 @@ async def load_grants(
         # Roles that require MFA are in force only in sessions signed in with a second factor.
         required = mfa.mfa_required_roles(org)
         roles = [role for role in roles if role not in required]
-    scopes = await scopes_of_roles(session, org_id=org.id, roles=roles)
-    return Grants(membership_status, frozenset(roles), scopes)
+    custom = await custom_scopes_of_roles(session, org_id=org.id, roles=roles)
+    scopes = frozenset(
+        {scope for role in set(roles) & ORG_SYSTEM_ROLES for scope in SYSTEM_ROLES[role]} | custom
+    )
+    return Grants(membership_status, frozenset(roles), scopes & ORG_SCOPES, custom)
 
 
 async def unknown_roles(

@@ -77,6 +77,14 @@ RECONCILE_DURATION = Histogram(
 )
 for _outcome in ("succeeded", "failed"):
     RECONCILE_RUNS.labels(_outcome)
+POLICY_DECISION_SECONDS = Histogram(
+    "userorg_policy_decision_seconds",
+    "Policy evaluation latency (cache misses; hits cost about a microsecond)",
+    buckets=(0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0),
+)
+POLICY_RELOADS = Counter(
+    "userorg_policy_reloads_total", "Policy hot reloads by outcome", ["outcome"]
+)
 
 
 class _GatewayStats(Collector):
