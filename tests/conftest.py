@@ -23,6 +23,7 @@ from userorg.settings import Settings
 from userorg.telemetry.logging import configure_logging
 
 WEBHOOK_SECRET = "test-webhook-secret"
+DECLARATIVE_WEBHOOK_SECRET = "test-declarative-webhook-secret"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
 
 
@@ -110,6 +111,9 @@ async def env(
         "notify_webhook_secret": WEBHOOK_SECRET,
         "notify_retry_base_seconds": 0.05,
         "notify_poll_interval_seconds": 0.1,
+        "declarative_webhook_secret": DECLARATIVE_WEBHOOK_SECRET,
+        "declarative_allow_local_repos": True,
+        "declarative_work_poll_seconds": 0.2,
     }
     if mode == "production":
         services.require_redis()

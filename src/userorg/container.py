@@ -11,6 +11,8 @@ from userorg.authn.passwords import PasswordService
 from userorg.authn.tokens import TokenService
 from userorg.authz.engine import PolicyEngine, RbacEngine
 from userorg.db import UnitOfWork, create_engine
+from userorg.declarative.budget import BudgetPolicyPort
+from userorg.declarative.reconcile import ReconcileEngine
 from userorg.maintenance import Maintenance
 from userorg.notifications.dispatcher import (
     LogSender,
@@ -92,9 +94,29 @@ class Container:
             self.bus = InProcessBus()
             self.rate_limiter = InProcessRateLimiter()
         self.maintenance = Maintenance(self)
+        # Set by the budgets capability; until then declared budget policies are reported as
+        # not applied (see declarative/budget.py).
+        self.budget_policies: BudgetPolicyPort | None = None
+        self._declarative: ReconcileEngine | None = None
+
+    @property
+    def declarative(self) -> ReconcileEngine:
+        """The reconcile engine (plans and dry runs in the admin-api; the worker's core)."""
+        if self._declarative is None:
+            from userorg.declarative.factory import build_engine
+            from userorg.declarative.worker import reconciler_id
+
+            self._declarative = build_engine(
+                self.settings,
+                session_factory=self.session_factory,
+                budgets=self.budget_policies,
+                owner=reconciler_id(),
+                publish=self.bus.publish,
+            )
+        return self._declarative
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory)
+        return UnitOfWork(self.session_factory, publish=self.bus.publish)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -14,6 +14,7 @@ from userorg.authn.api import discovery_router
 from userorg.authn.api import router as authn_router
 from userorg.bootstrap import announce, ensure_platform_admin
 from userorg.container import Container
+from userorg.declarative.api import router as declarative_router
 from userorg.errors_http import install_error_handlers
 from userorg.middleware import RequestContextMiddleware
 from userorg.ops import ReadinessCheck, ops_router
@@ -36,6 +37,7 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("POST", "/v1/declarative/webhook"),
     }
 )
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         roles_router,
         service_accounts_router,
         audit_router,
+        declarative_router,
         ops_router(_checks),
     ):
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -3,6 +3,7 @@
 from userorg.audit.models import AuditChainHead, AuditEvent
 from userorg.authn.models import RefreshToken, Session, SigningKey
 from userorg.db import Base
+from userorg.declarative.models import DeclarativeRevision, DeclarativeRun, DeclarativeState
 from userorg.notifications.models import Notification
 from userorg.orgs.models import Organization
 from userorg.roles.models import CustomRole, RoleAssignment
@@ -14,6 +15,9 @@ __all__ = [
     "AuditEvent",
     "Base",
     "CustomRole",
+    "DeclarativeRevision",
+    "DeclarativeRun",
+    "DeclarativeState",
     "Invite",
     "Membership",
     "Notification",

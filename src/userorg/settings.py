@@ -70,6 +70,25 @@ class Settings(BaseSettings):
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    declarative_poll_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    declarative_work_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    declarative_concurrency: int = Field(default=4, ge=1, le=64)
+    declarative_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    declarative_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
+    declarative_retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    declarative_stop_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    declarative_fetch_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    declarative_max_removal_fraction: float = Field(default=0.25, ge=0, le=1)
+    declarative_max_files: int = Field(default=50, ge=1, le=10_000)
+    declarative_max_file_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    declarative_webhook_secret: SecretStr | None = None
+    declarative_git_token: SecretStr | None = None
+    declarative_git_username: str = Field(default="x-access-token", min_length=1, max_length=100)
+    declarative_git_ca_bundle: Path | None = None
+    declarative_allow_local_repos: bool | None = None
+    declarative_cache_dir: Path | None = None
+    declarative_run_history: int = Field(default=200, ge=1, le=100_000)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -108,6 +127,11 @@ class Settings(BaseSettings):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if (
+            self.declarative_git_ca_bundle is not None
+            and not self.declarative_git_ca_bundle.is_file()
+        ):
+            raise ValueError("USER_ORG_DECLARATIVE_GIT_CA_BUNDLE: no such file")
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
@@ -123,6 +147,17 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def git_cache_dir(self) -> Path:
+        return self.declarative_cache_dir or self.data_dir / "git"
+
+    @property
+    def local_repos_allowed(self) -> bool:
+        """Local paths and ``file://`` repos: on in embedded mode, opt-in in production."""
+        if self.declarative_allow_local_repos is not None:
+            return self.declarative_allow_local_repos
+        return self.mode is Mode.EMBEDDED
 
 
 def format_settings_error(error: ValidationError) -> str:

@@ -1,5 +1,5 @@
-"""The reconciler process (port 8082). It serves health, readiness and metrics; the Git
-reconciliation worker arrives with the declarative issue and runs inside this lifespan."""
+"""The reconciler process (port 8082): the Git reconciliation worker, its status endpoint,
+health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -7,26 +7,33 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from userorg import __version__
-from userorg.db import create_engine
+from userorg.container import Container
+from userorg.declarative import service
+from userorg.declarative.schemas import ReconcilerStatusRead
+from userorg.declarative.worker import Reconciler
+from userorg.deps import AuthContext, UoW, require
 from userorg.errors_http import install_error_handlers
 from userorg.middleware import RequestContextMiddleware
-from userorg.ops import ReadinessCheck, database_check, ops_router
+from userorg.ops import ReadinessCheck, ops_router
 from userorg.settings import Settings
 
 
-def create_reconciler_app(settings: Settings) -> FastAPI:
-    engine: AsyncEngine = create_engine(settings.effective_database_url, pool_size=2)
-    checks: dict[str, ReadinessCheck] = {"database": database_check(engine)}
+def create_reconciler_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+    container = Container(settings)
+    reconciler = Reconciler(container.declarative, bus=container.bus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.bus.start()
+        if run_worker:
+            reconciler.start()
         try:
             yield
         finally:
-            await engine.dispose()
+            await reconciler.stop()
+            await container.stop()
 
     app = FastAPI(
         title="userorg reconciler",
@@ -36,9 +43,32 @@ def create_reconciler_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.state.container = container
+    app.state.reconciler = reconciler
 
     def get_checks(_request: Request) -> dict[str, ReadinessCheck]:
-        return checks
+        return container.readiness_checks
+
+    @app.get(
+        "/v1/reconcile/status/{orgId}",
+        response_model=ReconcilerStatusRead,
+        summary="The org's reconciliation status as this reconciler sees it",
+    )
+    async def reconcile_status(
+        uow: UoW, ctx: AuthContext = require("declarative:read")
+    ) -> ReconcilerStatusRead:
+        org = ctx.org_required
+        document = await service.status(uow.session, org=org)
+        outcome = reconciler.last_outcomes.get(org.id)
+        return ReconcilerStatusRead.model_validate(
+            {
+                **document,
+                "reconcilerId": reconciler.engine.owner,
+                "inFlight": org.id in reconciler.in_flight,
+                "queueDepth": reconciler.queue_depth,
+                "lastOutcome": outcome.result if outcome else None,
+            }
+        )
 
     install_error_handlers(app)
     app.include_router(ops_router(get_checks))
