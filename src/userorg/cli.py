@@ -18,6 +18,8 @@ from userorg.settings import Mode, Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="User & Organization Service")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit trail tools")
 app.add_typer(audit_app, name="audit")
+declarative_app = typer.Typer(no_args_is_help=True, help="Declarative (Git) configuration tools")
+app.add_typer(declarative_app, name="declarative")
 
 
 def _settings() -> Settings:
@@ -244,6 +246,64 @@ def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platfo
 
     if not asyncio.run(go()):
         raise typer.Exit(1)
+
+
+@declarative_app.command("plan")
+def declarative_plan(
+    directory: Annotated[Path, typer.Argument(help="An org folder, or a folder of org folders")],
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Baseline: a directory, or a Git repository (path, file://, https://)",
+        ),
+    ] = None,
+    branch: Annotated[str, typer.Option(help="Branch of the --against repository")] = "main",
+    path: Annotated[
+        str, typer.Option(help="Folder of the org folders inside the --against repository")
+    ] = ".",
+    prune: Annotated[bool, typer.Option(help="Plan deletions as the reconciler would")] = False,
+    output_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Print the plan offline. Exit 0: no change, 2: changes, 1: invalid configuration."""
+    from userorg.declarative.offline import EXIT_INVALID, plan_directory, render
+
+    settings = Settings()
+    try:
+        result = plan_directory(
+            directory,
+            against=against,
+            branch=branch,
+            path=path,
+            prune=prune,
+            max_removal_fraction=settings.declarative_max_removal_fraction,
+            max_file_bytes=settings.declarative_max_file_bytes,
+        )
+    except (FileNotFoundError, NotADirectoryError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(render(result, as_json=output_json))
+    for plan in result.plans:
+        for problem in plan.errors:
+            typer.echo(problem.render(), err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@declarative_app.command("schema")
+def declarative_schema(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print (or write) the JSON Schema of the declarative YAML format."""
+    import json
+
+    from userorg.declarative.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
 
 
 def main() -> None:
