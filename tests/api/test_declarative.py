@@ -85,8 +85,8 @@ async def test_webhook_converges_everything_and_reports_the_budget_honestly(
         assert {
             "declarative:role:create",
             "declarative:member:add",
-            "declarative:user:roles_update",
             "declarative:service_account:create",
+            "declarative:service_account:roles_update",
             "declarative:organization:update",
             "declarative:revision:apply",
         } <= actions
@@ -102,6 +102,9 @@ async def test_webhook_converges_everything_and_reports_the_budget_honestly(
         assert response.json()["orgs"] == 1
         await wait_synced(env, org_id, second)
         assert (await members_by_email(env, org_id))[dev] == ["OrgAdmin"]
+        update = await env.audit_events(org_id, action="declarative:user:roles_update")
+        assert update[0]["metadata"]["commitId"] == second
+        assert update[0]["metadata"]["added"] == ["OrgAdmin"]
     finally:
         await worker.stop()
 

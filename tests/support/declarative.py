@@ -85,11 +85,13 @@ async def wait_for(
 ) -> Any:
     """Poll ``probe`` until ``predicate`` holds (no sleeps as assertions: a deadline)."""
     deadline = time.monotonic() + timeout
+    pause = 0.02
     value = await probe()
     while not predicate(value):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached in {timeout} s; last value: {value}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(pause)
+        pause = min(0.25, pause * 1.5)  # quick at first, then leave the CPU to the work
         value = await probe()
     return value
 

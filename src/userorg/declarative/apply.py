@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from userorg.audit import recorder as audit
 from userorg.authz.catalogue import OWNER_ROLE
 from userorg.context import Actor
-from userorg.db import UnitOfWork, utcnow
+from userorg.db import UnitOfWork, new_id, utcnow
 from userorg.declarative.budget import BudgetPolicyPort
 from userorg.declarative.plan import ActualOrg, Operation, Plan
 from userorg.declarative.schema import DesiredOrg
@@ -211,6 +211,66 @@ class _Applier:
         await self.record("role", "delete", "role", op.target)
 
     # -- members ------------------------------------------------------------------------
+    async def add_members(self, ops: list[Operation]) -> None:
+        """New members in bulk: a few statements for all of them, one audit event each.
+
+        A new member holds no role yet, so the grants are plain inserts (nothing to revoke,
+        no last-owner question)."""
+        emails = [op.target for op in ops]
+        users: dict[str, User] = {}
+        for start in range(0, len(emails), 500):
+            chunk = emails[start : start + 500]
+            for user in (
+                await self.session.execute(select(User).where(User.email.in_(chunk)))
+            ).scalars():
+                users[user.email] = user
+        existing = set(users)
+        for email in emails:
+            if email not in users:
+                # A passwordless identity: the person sets a password through the reset flow.
+                users[email] = User(id=new_id(), email=email)
+                self.session.add(users[email])
+        if len(users) > len(existing):
+            await self.session.flush()  # users first: the rows below reference them
+        memberships = {
+            m.user_id: m
+            for m in (
+                await self.session.execute(
+                    select(Membership).where(Membership.org_id == self.org.id)
+                )
+            ).scalars()
+        }
+        for op in ops:
+            user = users[op.target]
+            membership = memberships.get(user.id)
+            if membership is None:
+                self.session.add(Membership(id=new_id(), org_id=self.org.id, user_id=user.id))
+            else:
+                membership.status = "active"
+                membership.status_reason = None
+                membership.updated_at = utcnow()
+            for role in op.changes["roles"]["to"]:
+                self.session.add(
+                    RoleAssignment(
+                        id=new_id(),
+                        org_id=self.org.id,
+                        principal_type="user",
+                        principal_id=user.id,
+                        role_name=role,
+                    )
+                )
+        await self.session.flush()
+        for op in ops:
+            await self.record(
+                "member",
+                "add",
+                "user",
+                users[op.target].id,
+                email=op.target,
+                roles=op.changes["roles"]["to"],
+                newIdentity=op.target not in existing,
+            )
+
     async def member(self, op: Operation) -> None:
         email = op.target
         user = (
@@ -379,8 +439,18 @@ async def apply_plan(
         action_prefix=action_prefix,
     )
     count = 0
+    pending_adds: list[Operation] = []
     for op in plan.applicable:
+        if op.kind == "member" and op.action == "create":
+            pending_adds.append(op)
+            continue
+        if pending_adds:
+            await applier.add_members(pending_adds)
+            count, pending_adds = count + len(pending_adds), []
         handler = getattr(applier, op.kind)
         await handler(op)
         count += 1
+    if pending_adds:
+        await applier.add_members(pending_adds)
+        count += len(pending_adds)
     return count

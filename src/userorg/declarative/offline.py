@@ -114,8 +114,10 @@ def plan_directory(
     problems: list[Plan] = []
     if against is not None:
         against_dir = Path(against)
-        if local_path(against) is not None and against_dir.is_dir() and not (
-            (against_dir / ".git").exists() or (against_dir / "HEAD").exists()
+        if (
+            local_path(against) is not None
+            and against_dir.is_dir()
+            and not ((against_dir / ".git").exists() or (against_dir / "HEAD").exists())
         ):
             baseline_files = {
                 name: files

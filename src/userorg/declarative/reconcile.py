@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from userorg.audit import recorder as audit
@@ -50,6 +52,16 @@ log = structlog.get_logger("userorg.reconciler")
 PARKED = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 EXPLICIT_TRIGGERS = frozenset({"manual", "webhook", "config"})
 MAX_SUMMARY_OPERATIONS = 500
+
+
+def is_dependency_outage(error: BaseException) -> bool:
+    """The database is unreachable (retry later) rather than the change being wrong."""
+    if isinstance(error, sa_exc.DBAPIError) and (
+        error.connection_invalidated
+        or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        return not isinstance(error.orig, sqlite3.IntegrityError)
+    return isinstance(error, sa_exc.TimeoutError | ConnectionError | TimeoutError)
 
 
 class LeaseLost(Exception):
@@ -320,9 +332,9 @@ class ReconcileEngine:
                 timeout=self.settings.declarative_fetch_timeout_seconds,
             )
         except SourceError as error:
-            return await self._source_failed(claim, trigger, error.code, error.message, started)
+            return await self._transient_failure(claim, trigger, error.code, error.message, started)
         except TimeoutError:
-            return await self._source_failed(
+            return await self._transient_failure(
                 claim,
                 trigger,
                 "repo_timeout",
@@ -449,9 +461,16 @@ class ReconcileEngine:
             return run.id
 
     # -- outcomes -------------------------------------------------------------------------
-    async def _source_failed(
-        self, claim: Claim, trigger: str, code: str, message: str, started: float
+    async def _transient_failure(
+        self,
+        claim: Claim,
+        trigger: str,
+        code: str,
+        message: str,
+        started: float,
+        run_id: uuid.UUID | None = None,
     ) -> Outcome:
+        """A failure worth retrying (source unreachable, an apply error): back off."""
         error = {"code": code, "message": message}
         failures = claim.failures + 1
         delay = min(
@@ -470,13 +489,15 @@ class ReconcileEngine:
                 "at": utcnow().isoformat(),
                 "retryAt": state.retry_at.isoformat(),
             }
-            run = DeclarativeRun(
-                org_id=claim.org_id,
-                trigger=trigger,
-                status="running",
-                reconciler_id=self.owner,
-            )
-            session.add(run)
+            run = await session.get(DeclarativeRun, run_id) if run_id else None
+            if run is None:
+                run = DeclarativeRun(
+                    org_id=claim.org_id,
+                    trigger=trigger,
+                    status="running",
+                    reconciler_id=self.owner,
+                )
+                session.add(run)
             self._finish_run(run, status="failed", started=started, error=error)
             await session.flush()
             state.last_run_id = run.id
@@ -701,6 +722,20 @@ class ReconcileEngine:
         except LeaseLost:
             log.warning("declarative_lease_lost", org_id=str(claim.org_id))
             return Outcome(claim.org_id, "busy", run_id, head)
+        except Exception as error:
+            if is_dependency_outage(error):
+                raise  # the worker backs off; the run is marked interrupted next time
+            # A conflicting concurrent change or a bug: nothing was applied; say so and retry.
+            log.exception("declarative_apply_error", org_id=str(claim.org_id), commit=head)
+            return await self._transient_failure(
+                claim,
+                trigger,
+                "apply_error",
+                f"applying {head[:12]} failed and was rolled back: "
+                f"{type(error).__name__}: {str(error)[:300]}",
+                started,
+                run_id=run_id,
+            )
         log.info(
             "declarative_applied",
             org_id=str(claim.org_id),

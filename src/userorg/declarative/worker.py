@@ -78,6 +78,9 @@ class Reconciler:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
+            # The loop only reads and schedules; it may be waiting for the (SQLite: single)
+            # connection that a running apply holds, so it is cancelled, not awaited.
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         running = list(self._in_flight.values())
