@@ -331,11 +331,15 @@ def _index(
     return errors
 
 
+# libyaml's parser when PyYAML was built with it (several times faster), the same safe subset.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_yaml(file: str, text: str) -> tuple[list[_Located], list[ConfigError]]:
     """Every document of one file with its line index, or the syntax errors."""
     documents: list[_Located] = []
     errors: list[ConfigError] = []
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()

@@ -13,6 +13,7 @@ never while it holds a database transaction.
 from __future__ import annotations
 
 import hashlib
+import stat
 import threading
 import time
 from collections import deque
@@ -24,7 +25,6 @@ from urllib.parse import unquote, urlparse
 from dulwich.client import HTTPUnauthorized, default_urllib3_manager, get_transport_and_path
 from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
-from dulwich.object_store import tree_lookup_path
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
@@ -32,6 +32,14 @@ from dulwich.repo import Repo
 from userorg.declarative.schema import is_config_file
 
 MAX_ANCESTRY_WALK = 200_000
+
+
+def _has(repo: Repo, commit_id: str) -> bool:
+    try:
+        repo[commit_id.encode()]
+    except KeyError:
+        return False
+    return True
 
 
 class SourceError(Exception):
@@ -106,6 +114,8 @@ class GitSource:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._heads: dict[tuple[str, str], tuple[float, Head]] = {}
+        self._repos: dict[str, Repo] = {}
+        self._trees: dict[bytes, dict[bytes, tuple[int, bytes]]] = {}
 
     # -- repositories -------------------------------------------------------------------
     def _lock(self, url: str) -> threading.Lock:
@@ -113,6 +123,24 @@ class GitSource:
             return self._locks.setdefault(url, threading.Lock())
 
     def _open(self, url: str) -> Repo:
+        """The repository, kept open between calls (callers hold the URL's lock)."""
+        repo = self._repos.get(url)
+        if repo is None:
+            repo = self._repos[url] = self._open_new(url)
+        return repo
+
+    def _reopen(self, url: str) -> Repo:
+        stale = self._repos.pop(url, None)
+        if stale is not None:
+            stale.close()
+        return self._open(url)
+
+    def close(self) -> None:
+        for repo in self._repos.values():
+            repo.close()
+        self._repos.clear()
+
+    def _open_new(self, url: str) -> Repo:
         path = local_path(url)
         if path is not None:
             if not self.allow_local:
@@ -183,22 +211,32 @@ class GitSource:
             if cached is not None and cached[0] >= not_before:
                 return cached[1]
             started = time.time()
-            repo = self._open(url)
-            try:
-                if local_path(url) is not None:
-                    try:
-                        sha = repo.refs[Ref(f"refs/heads/{branch}".encode())].decode()
-                    except KeyError:
-                        raise SourceError(
-                            "branch_not_found", f"branch {branch!r} does not exist in {url}"
-                        ) from None
-                else:
-                    sha = self._fetch_remote(url, repo, branch)
-            finally:
-                repo.close()
+            repo = self._reopen(url)  # a fresh view of the refs and packs
+            if local_path(url) is not None:
+                try:
+                    sha = repo.refs[Ref(f"refs/heads/{branch}".encode())].decode()
+                except KeyError:
+                    raise SourceError(
+                        "branch_not_found", f"branch {branch!r} does not exist in {url}"
+                    ) from None
+            else:
+                sha = self._fetch_remote(url, repo, branch)
             head = Head(sha, started)
             self._heads[key] = (started, head)
             return head
+
+    def _tree(self, repo: Repo, sha: bytes) -> dict[bytes, tuple[int, bytes]] | None:
+        """A tree's entries by name (cached by id: trees never change, big ones are costly)."""
+        cached = self._trees.get(sha)
+        if cached is None:
+            obj = repo[sha]
+            if not isinstance(obj, Tree):
+                return None
+            cached = {entry.path: (entry.mode, entry.sha) for entry in obj.items()}
+            if len(self._trees) >= 256:
+                self._trees.pop(next(iter(self._trees)))
+            self._trees[sha] = cached
+        return cached
 
     def forget(self, url: str, branch: str) -> None:
         self._heads.pop((url, branch), None)
@@ -209,28 +247,26 @@ class GitSource:
         folder = safe_subpath(path)
         with self._lock(url):
             repo = self._open(url)
+            if not _has(repo, commit_id):
+                repo = self._reopen(url)  # written since we opened it
             try:
                 commit = repo[commit_id.encode()]
                 if not isinstance(commit, Commit):
                     raise SourceError("bad_commit", f"{commit_id} is not a commit")
-                tree_id = commit.tree
-                if folder:
-                    try:
-                        _mode, tree_id = tree_lookup_path(
-                            repo.object_store.__getitem__, commit.tree, folder.encode()
-                        )
-                    except KeyError:
+                tree = self._tree(repo, commit.tree)
+                for part in folder.split("/") if folder else []:
+                    entry = tree.get(part.encode()) if tree is not None else None
+                    tree = self._tree(repo, entry[1]) if entry is not None else None
+                    if tree is None:
                         raise SourceError(
                             "path_not_found",
                             f"{folder}/ does not exist at commit {commit_id[:12]}",
-                        ) from None
-                tree = repo[tree_id]
-                if not isinstance(tree, Tree):
-                    raise SourceError("path_not_found", f"{folder} is not a folder")
+                        )
+                assert tree is not None
                 names = [
-                    entry
-                    for entry in tree.items()
-                    if is_config_file(entry.path.decode("utf-8", "replace"))
+                    (name.decode("utf-8", "replace"), sha)
+                    for name, (mode, sha) in tree.items()
+                    if not stat.S_ISDIR(mode) and is_config_file(name.decode("utf-8", "replace"))
                 ]
                 if len(names) > self.max_files:
                     raise SourceError(
@@ -239,25 +275,22 @@ class GitSource:
                         f"{self.max_files}",
                     )
                 files: dict[str, bytes] = {}
-                for entry in names:
-                    obj = repo[entry.sha]
+                for name, sha in names:
+                    obj = repo[sha]
                     if not isinstance(obj, Blob):
                         continue
                     data = obj.as_raw_string()
                     if len(data) > self.max_file_bytes:
                         raise SourceError(
                             "file_too_large",
-                            f"{entry.path.decode()} is {len(data)} bytes; the limit is "
-                            f"{self.max_file_bytes}",
+                            f"{name} is {len(data)} bytes; the limit is {self.max_file_bytes}",
                         )
-                    files[entry.path.decode()] = data
+                    files[name] = data
                 return files
             except KeyError:
                 raise SourceError(
                     "bad_commit", f"commit {commit_id[:12]} is not in the repository"
                 ) from None
-            finally:
-                repo.close()
 
     def is_ancestor(self, url: str, ancestor: str, commit_id: str) -> bool:
         """True when ``ancestor`` is ``commit_id`` or one of its ancestors."""
@@ -265,23 +298,22 @@ class GitSource:
             return True
         with self._lock(url):
             repo = self._open(url)
-            try:
-                target = ancestor.encode()
-                queue = deque([commit_id.encode()])
-                seen: set[bytes] = set()
-                while queue and len(seen) < MAX_ANCESTRY_WALK:
-                    sha = queue.popleft()
-                    if sha in seen:
-                        continue
-                    seen.add(sha)
-                    if sha == target:
-                        return True
-                    try:
-                        commit = repo[sha]
-                    except KeyError:
-                        continue
-                    if isinstance(commit, Commit):
-                        queue.extend(commit.parents)
-                return False
-            finally:
-                repo.close()
+            if not _has(repo, commit_id):
+                repo = self._reopen(url)
+            target = ancestor.encode()
+            queue = deque([commit_id.encode()])
+            seen: set[bytes] = set()
+            while queue and len(seen) < MAX_ANCESTRY_WALK:
+                sha = queue.popleft()
+                if sha in seen:
+                    continue
+                seen.add(sha)
+                if sha == target:
+                    return True
+                try:
+                    commit = repo[sha]
+                except KeyError:
+                    continue
+                if isinstance(commit, Commit):
+                    queue.extend(commit.parents)
+            return False
