@@ -76,12 +76,10 @@ def webhook_to_synced() -> None:
             USER_ORG_LOG_LEVEL="warning",
         )
         exe = [sys.executable, "-m", "userorg"]
-        api = subprocess.Popen([*exe, "serve"], env=env, stdout=subprocess.DEVNULL)  # noqa: S603
+        api = subprocess.Popen([*exe, "serve"], env=env, stdout=subprocess.DEVNULL)
         try:
             _wait(f"http://127.0.0.1:{api_port}/healthz", api)
-            reconciler = subprocess.Popen(  # noqa: S603
-                [*exe, "reconcile"], env=env, stdout=subprocess.DEVNULL
-            )
+            reconciler = subprocess.Popen([*exe, "reconcile"], env=env, stdout=subprocess.DEVNULL)
             try:
                 _wait(f"http://127.0.0.1:{rec_port}/healthz", reconciler)
                 samples = _rounds(f"http://127.0.0.1:{api_port}", Path(tmp) / "repo")

@@ -179,6 +179,8 @@ class UnitOfWork:
         self, session_factory: async_sessionmaker[AsyncSession], *, publish: Publish | None = None
     ) -> None:
         self.session: AsyncSession = session_factory()
+        # Lets session-level hooks (authz cache invalidation) run work after this commit.
+        self.session.info["userorg.uow"] = self
         self._after_commit: list[AfterCommit] = []
         self._publish = publish
         self._published: set[tuple[str, str]] = set()

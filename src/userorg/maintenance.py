@@ -1,4 +1,5 @@
-"""Periodic housekeeping in the admin-api process: purging deleted orgs (and, as capabilities
+"""Periodic housekeeping in the admin-api process: purging deleted orgs, rotating token-signing
+keys on schedule, dropping expired challenges and revocation entries (and, as capabilities
 arrive, expiring reservations, audit retention). Every job is idempotent, so replicas may all
 run it; PostgreSQL row locks keep two replicas from purging the same org twice."""
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from userorg.authn.maintenance import purge_expired_auth_records
 from userorg.orgs.service import purge_due_orgs
 
 if TYPE_CHECKING:
@@ -37,7 +39,14 @@ class Maintenance:
             purged = await purge_due_orgs(uow)
         if purged:
             log.info("orgs_purged", count=len(purged), org_ids=[str(o) for o in purged])
-        return {"orgsPurged": len(purged)}
+        settings = self._container.settings
+        rotated = await self._container.tokens.rotate_if_due(
+            rotation_seconds=settings.signing_key_rotation_seconds,
+            prepublish_seconds=settings.signing_key_prepublish_seconds,
+        )
+        async with self._container.uow() as uow:
+            expired = await purge_expired_auth_records(uow.session)
+        return {"orgsPurged": len(purged), "signingKeysChanged": int(rotated), **expired}
 
     async def _loop(self) -> None:
         interval = self._container.settings.maintenance_interval_seconds

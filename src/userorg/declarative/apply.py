@@ -126,6 +126,9 @@ class _Applier:
             justification="declared in Git",
             source=self.prefix,
             metadata=self.metadata,
+            # As for invites: roles that require MFA are held, in force once the member
+            # signs in with a second factor (docs/authentication.md).
+            enforce_mfa=False,
         )
 
     # -- organization -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from userorg.declarative.budget import BudgetPolicyPort
 from userorg.declarative.reconcile import ReconcileEngine
 from userorg.declarative.source import GitSource
 from userorg.settings import Settings
+from userorg.telemetry.tracing import Tracing
 
 
 def build_source(settings: Settings) -> GitSource:
@@ -33,6 +34,7 @@ def build_engine(
     owner: str,
     publish: Publish | None,
     source: GitSource | None = None,
+    tracing: Tracing | None = None,
 ) -> ReconcileEngine:
     return ReconcileEngine(
         settings=settings,
@@ -41,4 +43,5 @@ def build_engine(
         budgets=budgets,
         owner=owner,
         publish=publish,
+        tracing=tracing,
     )

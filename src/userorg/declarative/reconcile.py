@@ -47,6 +47,7 @@ from userorg.errors import DomainError
 from userorg.orgs.models import Organization
 from userorg.settings import Settings
 from userorg.telemetry.metrics import RECONCILE_DRIFT, RECONCILE_DURATION, RECONCILE_RUNS
+from userorg.telemetry.tracing import RECONCILE_RUN_SPAN, Tracing
 
 log = structlog.get_logger("userorg.reconciler")
 PARKED = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
@@ -129,7 +130,9 @@ class ReconcileEngine:
         budgets: BudgetPolicyPort | None,
         owner: str,
         publish: Publish | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing
         self.settings = settings
         self.session_factory = session_factory
         self.source = source
@@ -211,8 +214,14 @@ class ReconcileEngine:
             await asyncio.shield(self._release(org_id))
             return claim
         heartbeat = asyncio.create_task(self._heartbeat(org_id), name=f"lease-{org_id}")
+        span = (
+            self.tracing.span(RECONCILE_RUN_SPAN, {"userorg.org_id": str(org_id)})
+            if self.tracing is not None
+            else contextlib.nullcontext()
+        )
         try:
-            return await self._run(claim)
+            with span:
+                return await self._run(claim)
         except asyncio.CancelledError:
             # Graceful stop mid-run: the open transaction has rolled back; say so.
             await asyncio.shield(self._mark_interrupted(org_id))
@@ -439,9 +448,8 @@ class ReconcileEngine:
         if summary is not None:
             run.summary = summary
         run.error = error
-        outcome = "successful" if status == "successful" else "failed"
-        RECONCILE_RUNS.labels(outcome, run.trigger).inc()
-        RECONCILE_DURATION.labels(outcome).observe(elapsed)
+        RECONCILE_RUNS.labels("succeeded" if status == "successful" else "failed").inc()
+        RECONCILE_DURATION.observe(elapsed)
 
     async def _start_run(
         self, claim: Claim, commit_id: str | None, trigger: str, revision_id: uuid.UUID | None

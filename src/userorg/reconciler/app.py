@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from userorg import __version__
 from userorg.container import Container
 from userorg.declarative import service
+from userorg.declarative.factory import build_engine
 from userorg.declarative.schemas import ReconcilerStatusRead
-from userorg.declarative.worker import Reconciler
+from userorg.declarative.worker import Reconciler, reconciler_id
 from userorg.deps import AuthContext, UoW, require
 from userorg.errors_http import install_error_handlers
 from userorg.middleware import RequestContextMiddleware
@@ -21,12 +22,23 @@ from userorg.settings import Settings
 
 
 def create_reconciler_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
-    container = Container(settings)
-    reconciler = Reconciler(container.declarative, bus=container.bus)
+    # Each run opens the ``identity.reconcile.run`` span and counts itself in
+    # ``userorg_reconcile_runs_total`` (what the alert rules read).
+    container = Container(settings, service_name="userorg-reconciler")
+    tracing = container.tracing
+    engine = build_engine(
+        settings,
+        session_factory=container.session_factory,
+        budgets=container.budget_policies,
+        owner=reconciler_id(),
+        publish=container.bus.publish,
+        tracing=tracing,
+    )
+    reconciler = Reconciler(engine, bus=container.bus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await container.bus.start()
+        await container.start(background=False)
         if run_worker:
             reconciler.start()
         try:
@@ -42,8 +54,10 @@ def create_reconciler_app(settings: Settings, *, run_worker: bool = True) -> Fas
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        telemetry=tracing.fastapi_config(),
     )
     app.state.container = container
+    app.state.tracing = tracing
     app.state.reconciler = reconciler
 
     def get_checks(_request: Request) -> dict[str, ReadinessCheck]:

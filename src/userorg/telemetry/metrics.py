@@ -41,16 +41,44 @@ BUS_MESSAGES = Counter(
     "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
 )
 
+# Operations issue: what the alert rules and the dashboard in deploy/observability/ read.
+AUTHZ_DECISION_DURATION = Histogram(
+    "userorg_authz_decision_duration_seconds",
+    "Authorization decisions (loading the caller's grants and asking the policy engine), "
+    "by enforcement point and decision",
+    ["enforcement_point", "decision"],
+    buckets=LATENCY_BUCKETS,
+)
+DEPENDENCY_UP = Gauge(
+    "userorg_dependency_up",
+    "1 when the dependency answered the last readiness check, 0 when it did not",
+    ["dependency"],
+)
+OUTBOX_PENDING = Gauge(
+    "userorg_outbox_pending", "Rows waiting in an outbox (not yet delivered)", ["outbox"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "userorg_outbox_oldest_pending_age_seconds",
+    "Age of the oldest row still waiting in an outbox (0 when it is empty)",
+    ["outbox"],
+)
 RECONCILE_RUNS = Counter(
-    "userorg_reconcile_runs_total",
-    "Declarative reconciliation runs by outcome and trigger",
-    ["outcome", "trigger"],
+    "userorg_reconcile_runs_total", "Reconciliation runs by outcome", ["outcome"]
 )
 RECONCILE_DURATION = Histogram(
     "userorg_reconcile_run_duration_seconds",
-    "Duration of declarative reconciliation runs (fetch, plan, apply)",
-    ["outcome"],
-    buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 120.0),
+    "Duration of reconciliation runs",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+for _outcome in ("succeeded", "failed"):
+    RECONCILE_RUNS.labels(_outcome)
+POLICY_DECISION_SECONDS = Histogram(
+    "userorg_policy_decision_seconds",
+    "Policy evaluation latency (cache misses; hits cost about a microsecond)",
+    buckets=(0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0),
+)
+POLICY_RELOADS = Counter(
+    "userorg_policy_reloads_total", "Policy hot reloads by outcome", ["outcome"]
 )
 RECONCILE_DRIFT = Counter(
     "userorg_reconcile_drift_items_total",

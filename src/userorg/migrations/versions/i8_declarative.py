@@ -1,7 +1,7 @@
 """declarative: sync state with lease, revisions, runs
 
 Revision ID: i8_declarative
-Revises: 0001
+Revises: i3_authn
 Create Date: 2026-11-25 12:35:29.176538
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "i8_declarative"
-down_revision: str | None = "0001"
+down_revision: str | None = "i3_authn"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
