@@ -614,3 +614,25 @@ async def test_org_delete_is_refused_while_a_reconciliation_runs(env: Env, repo:
         )
     deleted = await env.client.delete(f"/v1/orgs/{org_id}", headers=headers)
     assert deleted.status_code == 202
+
+
+async def test_unreachable_repository_fails_with_a_precise_error_and_backs_off(
+    env: Env, tmp_path: Path
+) -> None:
+    worker = start_reconciler(env, declarative_retry_base_seconds=30.0)
+    try:
+        missing = GitRepo(tmp_path / "gone")
+        org = await managed_org(env, missing)
+        import shutil
+
+        shutil.rmtree(missing.path)
+        failed = await wait_status(env, org["orgId"], lambda s: s["lastError"] is not None)
+        assert failed["lastError"]["code"] == "repo_unreachable"
+        assert failed["lastRun"]["status"] == "failed"
+        assert failed["lastAppliedCommit"] is None
+        assert failed["status"] == "pending"  # nothing applied yet, retried later
+        events = await env.audit_events(org["orgId"], action="declarative:source:fail")
+        assert events[0]["outcome"] == "failure"
+        assert events[0]["metadata"]["retryInSeconds"] == 30.0
+    finally:
+        await worker.stop()
