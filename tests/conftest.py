@@ -33,6 +33,8 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
         "bootstrap_admin_email": "platform-admin@example.com",
         "bootstrap_admin_password": "Sturdy-Operator-Passphrase-9",
         "log_level": "warning",
+        "audit_relay_poll_seconds": 0.1,
+        "audit_relay_lease_seconds": 3,
         **FAST_ARGON2,
     }
     if mode == "production":
@@ -40,6 +42,8 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
             redis_url=services.REDIS_URL,
             master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
             key_prefix=f"userorg-test-{uid()}",
+            # Tests that need the Kafka stream ask for it (the ``env`` fixture does).
+            audit_stream="file",
         )
     values.update(overrides)
     return values

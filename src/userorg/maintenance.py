@@ -1,6 +1,7 @@
-"""Periodic housekeeping in the admin-api process: purging deleted orgs (and, as capabilities
-arrive, expiring reservations, audit retention). Every job is idempotent, so replicas may all
-run it; PostgreSQL row locks keep two replicas from purging the same org twice."""
+"""Periodic housekeeping in the admin-api process: purging deleted orgs and expired audit
+events (sealed by a signed checkpoint first; see ``audit.retention``). Every job is idempotent,
+so replicas may all run it; PostgreSQL row locks keep two replicas from purging the same org
+twice, and a unique checkpoint per (chain, seq) keeps them from sealing twice."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from userorg.audit.retention import purge_expired
 from userorg.orgs.service import purge_due_orgs
 
 if TYPE_CHECKING:
@@ -37,7 +39,16 @@ class Maintenance:
             purged = await purge_due_orgs(uow)
         if purged:
             log.info("orgs_purged", count=len(purged), org_ids=[str(o) for o in purged])
-        return {"orgsPurged": len(purged)}
+        retention = await purge_expired(
+            session_factory=self._container.session_factory,
+            signer=self._container.audit_signer,
+            retention_days=self._container.settings.audit_retention_days,
+        )
+        return {
+            "orgsPurged": len(purged),
+            "auditChainsSealed": retention.chains_sealed,
+            "auditEventsPurged": retention.events_purged,
+        }
 
     async def _loop(self) -> None:
         interval = self._container.settings.maintenance_interval_seconds

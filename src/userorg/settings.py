@@ -38,8 +38,14 @@ class Settings(BaseSettings):
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = None
-    keystore: Literal["local"] = "local"
+    keystore: Literal["local", "vault"] = "local"
     master_key: SecretStr | None = None
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_transit_mount: str = Field(default="transit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_keystore_key: str = Field(default="userorg-keystore", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_audit_key: str = Field(default="userorg-audit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     key_prefix: str = Field(default="userorg", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     bind_host: str = "127.0.0.1"
@@ -67,6 +73,17 @@ class Settings(BaseSettings):
     notify_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
     notify_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    audit_stream: Literal["auto", "file", "kafka"] = "auto"
+    audit_stream_file: Path | None = None
+    kafka_bootstrap_servers: str | None = None
+    audit_topic: str = Field(default="audit.identity", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    audit_relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    audit_relay_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    audit_relay_lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    audit_signer: Literal["auto", "local", "vault"] = "auto"
+    audit_export_max_window_days: int = Field(default=366, ge=1, le=3660)
+    audit_retention_days: int = Field(default=400, ge=1, le=36_500)
+
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
@@ -81,7 +98,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
 
-    @field_validator("notify_webhook_url", "redis_url")
+    @field_validator("notify_webhook_url", "redis_url", "vault_addr", "kafka_bootstrap_servers")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -108,6 +125,21 @@ class Settings(BaseSettings):
                 raw = b""
             if len(raw) != 32:
                 raise ValueError("USER_ORG_MASTER_KEY: must be 32 bytes, base64-encoded")
+        if self.keystore == "vault" and not (self.vault_addr and self.vault_token):
+            raise ValueError(
+                "USER_ORG_VAULT_ADDR: USER_ORG_KEYSTORE=vault needs USER_ORG_VAULT_ADDR and "
+                "USER_ORG_VAULT_TOKEN"
+            )
+        if self.effective_audit_signer == "vault" and not (self.vault_addr and self.vault_token):
+            raise ValueError(
+                "USER_ORG_VAULT_ADDR: USER_ORG_AUDIT_SIGNER=vault needs USER_ORG_VAULT_ADDR and "
+                "USER_ORG_VAULT_TOKEN"
+            )
+        if self.effective_audit_stream == "kafka" and not self.kafka_bootstrap_servers:
+            raise ValueError(
+                "USER_ORG_KAFKA_BOOTSTRAP_SERVERS: the audit stream goes to Kafka (production "
+                "mode or USER_ORG_AUDIT_STREAM=kafka) and needs host:port[,host:port]"
+            )
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
@@ -123,6 +155,24 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def effective_audit_stream(self) -> str:
+        """``auto``: Kafka in production, a local JSONL file in embedded mode."""
+        if self.audit_stream == "auto":
+            return "kafka" if self.mode is Mode.PRODUCTION else "file"
+        return self.audit_stream
+
+    @property
+    def effective_audit_stream_file(self) -> Path:
+        return self.audit_stream_file or self.data_dir / "audit" / f"{self.audit_topic}.jsonl"
+
+    @property
+    def effective_audit_signer(self) -> str:
+        """``auto``: Vault/OpenBao Transit when an address is configured, else a local key."""
+        if self.audit_signer == "auto":
+            return "vault" if self.vault_addr else "local"
+        return self.audit_signer
 
 
 def format_settings_error(error: ValidationError) -> str:

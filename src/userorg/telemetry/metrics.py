@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -40,3 +40,20 @@ RATE_LIMITED = Counter("userorg_rate_limited_total", "Requests refused by a rate
 BUS_MESSAGES = Counter(
     "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
 )
+AUDIT_OUTBOX_BACKLOG = Gauge(
+    "userorg_audit_outbox_backlog", "Audit events committed but not yet acknowledged by the stream"
+)
+AUDIT_OUTBOX_LAG = Gauge(
+    "userorg_audit_outbox_lag_seconds", "Age of the oldest audit event waiting in the outbox"
+)
+AUDIT_RELAY_PUBLISHED = Counter(
+    "userorg_audit_relay_published_total", "Audit events acknowledged by the stream"
+)
+AUDIT_RELAY_FAILURES = Counter(
+    "userorg_audit_relay_failures_total", "Relay iterations that failed (stream or database)"
+)
+AUDIT_RELAY_LEADER = Gauge(
+    "userorg_audit_relay_leader", "1 while this process holds the audit relay lease"
+)
+AUDIT_EXPORTS = Counter("userorg_audit_exports_total", "Audit exports by outcome", ["outcome"])
+AUDIT_PURGED = Counter("userorg_audit_events_purged_total", "Audit events purged by retention")
