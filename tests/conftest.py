@@ -16,6 +16,8 @@ from asgi_lifespan import LifespanManager
 
 from tests.support import services
 from tests.support.api import STRONG_PASSWORD, Env, uid
+from tests.support.kafka import TansuBroker
+from tests.support.openbao import BaoServer
 from tests.support.receiver import WebhookReceiver
 from userorg import migrate
 from userorg.main import create_app
@@ -52,6 +54,22 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver(WEBHOOK_SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """A real Kafka-compatible broker (tansu) for the whole run."""
+    broker = TansuBroker().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def bao() -> Iterator[BaoServer]:
+    """A real OpenBao dev server with the Transit engine, for the whole run."""
+    server = BaoServer().start()
     yield server
     server.stop()
 
@@ -118,6 +136,9 @@ async def env(
     if mode == "production":
         services.require_redis()
         overrides["database_url"] = request.getfixturevalue("pg_database")
+        broker: TansuBroker = request.getfixturevalue("kafka_broker")
+        overrides["audit_stream"] = "kafka"
+        overrides["kafka_bootstrap_servers"] = broker.bootstrap
     environment, manager = await start_env(
         mode, base_settings(mode, data_dir, **overrides), receiver
     )

@@ -324,6 +324,12 @@ def audit_verify(
             if problem.event_id is not None:
                 where += f", event {problem.event_id}, seq {problem.seq}"
             typer.echo(f"chain: FAILED at {where}: {problem.kind}: {problem.message}", err=True)
+            if problem.related_event_id is not None:
+                typer.echo(
+                    f"chain: also suspect: line {problem.related_line}, event "
+                    f"{problem.related_event_id}",
+                    err=True,
+                )
         for note in report.notes:
             typer.echo(f"note: {note}", err=True)
         typer.echo("VERIFIED" if report.ok else "VERIFICATION FAILED", err=not report.ok)

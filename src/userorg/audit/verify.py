@@ -42,6 +42,9 @@ class Problem:
     line: int | None = None
     event_id: str | None = None
     seq: int | None = None
+    # The other event involved, when the chain alone cannot tell which of two was forged.
+    related_event_id: str | None = None
+    related_line: int | None = None
 
 
 @dataclass
@@ -179,6 +182,8 @@ class _ChainChecker:
         # After a gap: the seq that was expected, to tell "removed" from "reordered".
         self.missing_seq: int | None = None
         self.missing_found_line: int | None = None
+        self.prev_event_id: str | None = None
+        self.prev_line: int | None = None
 
     def feed(self, raw: bytes, line_no: int) -> Problem | None:
         self.count += 1
@@ -192,8 +197,16 @@ class _ChainChecker:
         seq = document.get("seq")
         seq_or_none = seq if isinstance(seq, int) else None
 
-        def problem(kind: str, message: str) -> Problem:
-            return Problem(kind, message, line=line_no, event_id=event_id, seq=seq_or_none)
+        def problem(kind: str, message: str, *, related: bool = False) -> Problem:
+            return Problem(
+                kind,
+                message,
+                line=line_no,
+                event_id=event_id,
+                seq=seq_or_none,
+                related_event_id=self.prev_event_id if related else None,
+                related_line=self.prev_line if related else None,
+            )
 
         if event_hash(document) != document.get("hash"):
             return problem("altered", "the event's content does not match its hash")
@@ -204,13 +217,14 @@ class _ChainChecker:
         expected = self.expected_seq
         if expected is not None and seq != expected:
             if seq < expected:
-                kind = "inserted" if seq <= self.seen_seq_max else "reordered"
-                message = (
-                    f"seq {seq} appears again after seq {expected - 1}"
-                    if kind == "inserted"
-                    else f"seq {seq} appears after seq {expected - 1}"
-                )
-                return problem(kind, message)
+                if seq == expected - 1:
+                    return problem(
+                        "inserted",
+                        f"seq {seq} appears twice (line {self.prev_line}: event "
+                        f"{self.prev_event_id}, and this one): one of them was inserted",
+                        related=True,
+                    )
+                return problem("inserted", f"seq {seq} appears again after seq {expected - 1}")
             self.missing_seq = expected
             return problem(
                 "removed",
@@ -221,10 +235,14 @@ class _ChainChecker:
         if self.prev_hash is not None and document.get("prevHash") != self.prev_hash:
             return problem(
                 "inserted",
-                "prevHash does not match the previous event's hash: this event does not follow "
-                "the one before it (inserted or replaced)",
+                "prevHash does not match the hash of the event before it (line "
+                f"{self.prev_line}: event {self.prev_event_id}): one of the two was inserted or "
+                "replaced",
+                related=True,
             )
         self.prev_hash = str(document.get("hash"))
+        self.prev_event_id = event_id
+        self.prev_line = line_no
         self.expected_seq = seq + 1
         self.seen_seq_max = max(self.seen_seq_max, seq)
         return None
