@@ -56,7 +56,7 @@ class TansuBroker:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 15.0) -> TansuBroker:
-        self._process = subprocess.Popen(  # noqa: S603
+        self._process = subprocess.Popen(
             [
                 str(self.binary),
                 "broker",

@@ -50,7 +50,7 @@ class BaoServer:
         return hvac.Client(url=self.address, token=self.token, timeout=5)
 
     def start(self, timeout: float = 20.0) -> BaoServer:
-        self._process = subprocess.Popen(  # noqa: S603
+        self._process = subprocess.Popen(
             [
                 str(self.binary),
                 "server",

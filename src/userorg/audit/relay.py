@@ -98,6 +98,7 @@ class AuditRelay:
         self.state = RelayState()
         self._listeners: list[Listener] = []
         self._wakeup = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stats_at = 0.0
@@ -116,12 +117,14 @@ class AuditRelay:
 
     def start(self) -> None:
         self._stopping = False
+        self._stop_event.clear()
         self._task = asyncio.create_task(self._run(), name="audit-relay")
 
     async def stop(self, *, release: bool = True) -> None:
         """Stop publishing. ``release=False`` leaves the lease to expire (as a crash would)."""
         self._stopping = True
         self._wakeup.set()
+        self._stop_event.set()
         if self._task is not None:
             await self._task
             self._task = None
@@ -147,7 +150,11 @@ class AuditRelay:
                 break
             if published >= self._batch_size and self.state.last_error is None:
                 continue  # more waiting: go on at once
-            await self._sleep(self._next_delay())
+            if self.state.last_error is not None and self.state.role == "leader":
+                # Back off: commits keep waking the relay, but the sink is down.
+                await self._sleep_unless_stopping(self._next_delay())
+            else:
+                await self._sleep(self._next_delay())
             self._wakeup.clear()
 
     def _next_delay(self) -> float:
@@ -158,6 +165,10 @@ class AuditRelay:
             backoff = min(self.lease.ttl / 3, self._poll_interval * 2.0 ** min(failures, 6))
             return float(backoff * (0.75 + random.random() / 2))
         return self._poll_interval
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -115,20 +115,17 @@ async def purge_expired(
     retention_days: int,
     now: dt.datetime | None = None,
     max_chains: int = 100,
+    only_chains: list[str] | None = None,
 ) -> PurgeReport:
     now = now or utcnow()
     cutoff = now - dt.timedelta(days=retention_days)
     report = PurgeReport()
+    query = select(AuditEvent.chain_id).where(AuditEvent.occurred_at < cutoff)
+    if only_chains is not None:
+        query = query.where(AuditEvent.chain_id.in_(only_chains))
     async with session_factory() as session:
         chains = list(
-            (
-                await session.execute(
-                    select(AuditEvent.chain_id)
-                    .where(AuditEvent.occurred_at < cutoff)
-                    .group_by(AuditEvent.chain_id)
-                    .limit(max_chains)
-                )
-            ).scalars()
+            (await session.execute(query.group_by(AuditEvent.chain_id).limit(max_chains))).scalars()
         )
     for chain_id in chains:
         purged = await _purge_chain(
@@ -164,19 +161,20 @@ async def _purge_chain(
         seal = await _seal_point(session, chain_id, cutoff)
         existing = (
             await session.execute(
-                select(AuditCheckpoint)
+                select(AuditCheckpoint.id, AuditCheckpoint.seq)
                 .where(AuditCheckpoint.chain_id == chain_id)
                 .order_by(AuditCheckpoint.seq.desc())
                 .limit(1)
             )
-        ).scalar_one_or_none()
-        head = await session.get(AuditChainHead, chain_id)
+        ).first()
+        head_row = await session.get(AuditChainHead, chain_id)
+        head = (head_row.last_seq, head_row.last_hash) if head_row is not None else None
         await session.rollback()
     if seal is None or head is None:
         return 0
     seal_seq, seal_hash, seal_time = seal
-    checkpoint = existing
-    if existing is None or existing.seq < seal_seq:
+    sealed: tuple[Any, int] | None = (existing[0], int(existing[1])) if existing else None
+    if sealed is None or sealed[1] < seal_seq:
         key_id = await signer.active_key_id()
         checkpoint = AuditCheckpoint(
             id=new_id(),
@@ -184,8 +182,8 @@ async def _purge_chain(
             seq=seal_seq,
             hash=seal_hash,
             occurred_at=seal_time,
-            head_seq=head.last_seq,
-            head_hash=head.last_hash,
+            head_seq=head[0],
+            head_hash=head[1],
             retention_cutoff=cutoff,
             sealed_at=utcnow(),
             key_id=key_id,
@@ -204,7 +202,8 @@ async def _purge_chain(
             return 0  # another replica sealed this point first; it purges
         report.chains_sealed += 1
         report.checkpoints.append(str(checkpoint.id))
-    assert checkpoint is not None
+        sealed = (checkpoint.id, checkpoint.seq)
+    checkpoint_id, checkpoint_seq = sealed
     purged = 0
     while True:
         async with session_factory() as session:
@@ -213,7 +212,7 @@ async def _purge_chain(
                     select(func.min(AuditEvent.seq)).where(AuditEvent.chain_id == chain_id)
                 )
             ).scalar_one_or_none()
-            if low is None or low > checkpoint.seq:
+            if low is None or low > checkpoint_seq:
                 if purged:
                     await recorder.record(
                         session,
@@ -223,15 +222,15 @@ async def _purge_chain(
                         target_type="audit_chain",
                         target_id=chain_id,
                         metadata={
-                            "checkpointId": str(checkpoint.id),
-                            "sealedSeq": checkpoint.seq,
+                            "checkpointId": str(checkpoint_id),
+                            "sealedSeq": checkpoint_seq,
                             "eventsPurged": purged,
                             "retentionDays": retention_days,
                         },
                     )
                     await session.commit()
                 return purged
-            upper = min(checkpoint.seq, low + DELETE_BATCH - 1)
+            upper = min(checkpoint_seq, low + DELETE_BATCH - 1)
             result = await session.execute(
                 delete(AuditEvent).where(
                     AuditEvent.chain_id == chain_id,

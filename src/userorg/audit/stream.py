@@ -120,7 +120,8 @@ class KafkaSink:
         if self._producer is not None and self._fatal is not None:
             # A fatal idempotence error (e.g. the broker lost the producer state): start over
             # with a new producer id; the unacknowledged batch is republished.
-            log.warning("kafka_producer_recreated", reason=self._fatal)
+            log.info("kafka_producer_recreated", reason=self._fatal)
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
             self._producer = None
             self._fatal = None
         if self._producer is None:
@@ -164,6 +165,8 @@ class KafkaSink:
 
             return on_delivery
 
+        from confluent_kafka import KafkaException
+
         for index, message in enumerate(messages):
             while True:
                 try:
@@ -181,12 +184,24 @@ class KafkaSink:
                     break
                 except BufferError:
                     producer.poll(0.05)
+                except KafkaException as error:
+                    if error.args and error.args[0].fatal():
+                        self._fatal = str(error.args[0])
+                    # Nothing after this message is queued: they all count as not delivered.
+                    producer.flush(timeout)
+                    self._fatal = self._fatal or str(error)
+                    return results
             producer.poll(0)
         remaining = producer.flush(timeout)
         if remaining:
             # Never leave messages queued past this call: the lease may pass to another relay.
             producer.purge(in_queue=True, in_flight=True, blocking=False)
             producer.poll(0)
+        if any(result is not None for result in results):
+            # Start the next attempt with a fresh producer (new producer id): after a broker
+            # restart or a timed-out batch the old idempotence state can be fatal ("unknown
+            # producer id"). The unacknowledged events are republished in order.
+            self._fatal = self._fatal or "batch not fully acknowledged"
         return results
 
     def close(self) -> None:
