@@ -23,14 +23,15 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import String, Text, case, cast, func, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from userorg.audit.chain import GENESIS_HASH, ChainVerifier
+from userorg.audit.chain import GENESIS_HASH
 from userorg.audit.models import AuditCheckpoint, AuditEvent, AuditExport
 from userorg.audit.recorder import PLATFORM_CHAIN, format_timestamp
 from userorg.audit.retention import checkpoint_document
@@ -47,33 +48,66 @@ EVENT_SCHEMA = "urn:userorg:schema:audit-event:v1"
 MAX_ATTEMPTS = 5
 CLAIM_SECONDS = 600
 _CHUNK_BYTES = 256 * 1024
-_FETCH_ROWS = 2000
-
-_COLUMNS = (
-    AuditEvent.id,
-    AuditEvent.chain_id,
-    AuditEvent.seq,
-    AuditEvent.org_id,
-    AuditEvent.occurred_at,
-    AuditEvent.action,
-    AuditEvent.outcome,
-    AuditEvent.actor_type,
-    AuditEvent.actor_id,
-    AuditEvent.target_type,
-    AuditEvent.target_id,
-    AuditEvent.policy_id,
-    AuditEvent.reason,
-    AuditEvent.ip,
-    AuditEvent.user_agent,
-    AuditEvent.request_id,
-    AuditEvent.metadata_,
-    AuditEvent.prev_hash,
-    AuditEvent.hash,
-)
+_FETCH_ROWS = 5000
 
 
-def row_document(row: Any) -> dict[str, Any]:
-    """The event document (same as ``recorder.event_document``) from a column tuple."""
+def _uuid_sql(column: Any, dialect: str) -> Any:
+    if dialect == "sqlite":  # stored as 32 hex digits
+        parts: list[Any] = [func.substr(column, start, size) for start, size in _UUID_PARTS]
+        text = parts[0]
+        for part in parts[1:]:
+            text = text.op("||")("-").op("||")(part)
+        return type_coerce(text, String)
+    return cast(column, String)
+
+
+_UUID_PARTS = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+
+
+def _timestamp_sql(column: Any, dialect: str) -> Any:
+    if dialect == "sqlite":  # stored as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC)
+        iso = func.replace(column, " ", "T")
+        return type_coerce(
+            case(
+                (func.length(column) == 19, iso.op("||")(".000000Z")),
+                else_=iso.op("||")("Z"),
+            ),
+            String,
+        )
+    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', type_=String)
+
+
+def _columns(dialect: str) -> tuple[Any, ...]:
+    """The event columns, formatted by the database as the document wants them (UUIDs and
+    RFC 3339 timestamps as text, JSON as text): the per-row Python work stays minimal, and on
+    SQLite the formatting runs in the driver's thread, beside the rendering."""
+    return (
+        _uuid_sql(AuditEvent.id, dialect),
+        AuditEvent.chain_id,
+        AuditEvent.seq,
+        _uuid_sql(AuditEvent.org_id, dialect),
+        _timestamp_sql(AuditEvent.occurred_at, dialect),
+        AuditEvent.action,
+        AuditEvent.outcome,
+        AuditEvent.actor_type,
+        AuditEvent.actor_id,
+        AuditEvent.target_type,
+        AuditEvent.target_id,
+        AuditEvent.policy_id,
+        AuditEvent.reason,
+        AuditEvent.ip,
+        AuditEvent.user_agent,
+        AuditEvent.request_id,
+        type_coerce(AuditEvent.metadata_, Text)
+        if dialect == "sqlite"
+        else cast(AuditEvent.metadata_, Text),
+        AuditEvent.prev_hash,
+        AuditEvent.hash,
+    )
+
+
+def row_body(row: Any) -> dict[str, Any]:
+    """The event document without ``hash`` (``recorder.event_document``) from ``_columns``."""
     (
         event_id,
         chain_id,
@@ -93,14 +127,14 @@ def row_document(row: Any) -> dict[str, Any]:
         request_id,
         metadata,
         prev_hash,
-        event_hash,
+        _hash,
     ) = row
     return {
-        "eventId": str(event_id),
+        "eventId": event_id,
         "chainId": chain_id,
         "seq": seq,
-        "orgId": str(org_id) if org_id else None,
-        "occurredAt": format_timestamp(occurred_at),
+        "orgId": org_id,
+        "occurredAt": occurred_at,
         "action": action,
         "outcome": outcome,
         "actor": {"type": actor_type, "id": actor_id},
@@ -110,9 +144,8 @@ def row_document(row: Any) -> dict[str, Any]:
         "ip": ip,
         "userAgent": user_agent,
         "requestId": request_id,
-        "metadata": metadata,
+        "metadata": orjson.loads(metadata) if metadata is not None else {},
         "prevHash": prev_hash,
-        "hash": event_hash,
     }
 
 
@@ -147,15 +180,32 @@ async def _checkpoint_for(session: AsyncSession, export: AuditExport) -> dict[st
     return {**checkpoint_document(checkpoint), "signature": checkpoint.signature}
 
 
+@dataclass
+class RenderTally:
+    events: int = 0
+
+
 async def render(
-    session: AsyncSession, export: AuditExport, *, verifier: ChainVerifier | None = None
+    session: AsyncSession,
+    export: AuditExport,
+    *,
+    verify: bool = False,
+    tally: RenderTally | None = None,
 ) -> AsyncIterator[bytes]:
-    """The export file in chunks: header line, then every event line in seq order."""
+    """The export file in chunks: header line, then every event line in seq order.
+
+    An event line is the canonical JSON of the event without ``hash`` (sorted keys, what the
+    hash covers) with ``hash`` appended: one serialisation per event serves both the file and,
+    with ``verify``, the check that the stored chain is intact (hash, link, no gap).
+    """
     header = orjson.dumps(header_document(export, await _checkpoint_for(session, export)))
     buffer = bytearray(header + b"\n")
     if export.first_seq is not None and export.last_seq is not None:
-        result = await session.stream(
-            select(*_COLUMNS)
+        expected_prev = export.anchor_hash
+        expected_seq = export.first_seq
+        connection = await session.connection()
+        result = await connection.stream(
+            select(*_columns(connection.dialect.name))
             .where(
                 AuditEvent.chain_id == export.chain_id,
                 AuditEvent.seq >= export.first_seq,
@@ -164,20 +214,51 @@ async def render(
             .order_by(AuditEvent.seq)
             .execution_options(yield_per=_FETCH_ROWS)
         )
-        async for partition in result.partitions():
-            for row in partition:
-                document = row_document(row)
-                if verifier is not None and not verifier.feed(document):
-                    failure = verifier.result()
-                    raise ChainBroken(
-                        f"stored chain broken at seq {failure.first_bad_seq} "
-                        f"(event {failure.first_bad_event_id}): {failure.reason}"
-                    )
-                buffer += orjson.dumps(document)
-                buffer += b"\n"
-            if len(buffer) >= _CHUNK_BYTES:
-                yield bytes(buffer)
-                buffer.clear()
+        partitions = result.partitions().__aiter__()
+        pending: asyncio.Future[Any] = asyncio.ensure_future(anext(partitions, None))
+        try:
+            while True:
+                partition = await pending
+                if partition is None:
+                    break
+                # Read ahead: the next rows are fetched while this partition is rendered.
+                pending = asyncio.ensure_future(anext(partitions, None))
+                await asyncio.sleep(0)
+                for row in partition:
+                    body = row_body(row)
+                    stored_hash: str = row[18]
+                    body_bytes = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+                    if verify:
+                        seq = row[2]
+                        problem = None
+                        if hashlib.sha256(body_bytes).hexdigest() != stored_hash:
+                            problem = "the event's content does not match its hash"
+                        elif body["prevHash"] != expected_prev:
+                            problem = "prevHash does not match the previous event"
+                        elif seq != expected_seq:
+                            problem = f"expected seq {expected_seq}"
+                        if problem is not None:
+                            event = body["eventId"]
+                            raise ChainBroken(
+                                f"stored chain broken at seq {seq} (event {event}): {problem}"
+                            )
+                        expected_prev = stored_hash
+                        expected_seq = seq + 1
+                    buffer += body_bytes[:-1]
+                    buffer += b',"hash":"'
+                    buffer += stored_hash.encode()
+                    buffer += b'"}\n'
+                if tally is not None:
+                    tally.events += len(partition)
+                if len(buffer) >= _CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+        finally:
+            if not pending.done():  # stopped early (error, client gone): finish the fetch
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+            await result.close()
     if buffer:
         yield bytes(buffer)
 
@@ -272,16 +353,14 @@ async def produce(
     async with read_session_factory() as session:
         export = await session.get(AuditExport, export_id)
         assert export is not None
-        verifier = ChainVerifier(
-            expected_prev_hash=export.anchor_hash, expected_first_seq=export.first_seq
-        )
-        async for chunk in render(session, export, verifier=verifier):
+        tally = RenderTally()
+        async for chunk in render(session, export, verify=True, tally=tally):
             digest.update(chunk)
             size += len(chunk)
-        if verifier.count != (export.event_count or 0):
+        if tally.events != (export.event_count or 0):
             raise ChainBroken(
                 f"expected {export.event_count} events in seq {export.first_seq}.."
-                f"{export.last_seq}, found {verifier.count}"
+                f"{export.last_seq}, found {tally.events}"
             )
     signature = await signer.sign(digest.digest(), key_id=key_id)
     async with session_factory() as session:
