@@ -134,6 +134,22 @@ async def test_export_is_signed_streamed_and_verifies_offline(env: Env, tmp_path
     )
     assert tampered.returncode != 0
 
+    # Each event's hash can be recomputed with sed + sha256sum (docs/audit.md).
+    export_path.write_bytes(body)
+    recomputed = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'sed -n 2p {export_path} | sed -E \'s/,"hash":"[0-9a-f]{{64}}"}}$/}}/\' '
+            "| tr -d '\\n' | sha256sum",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert recomputed.stdout.split()[0] == events[0]["hash"]
+
     # Downloading again yields the same bytes, although the chain has grown since.
     again = await env.client.get(
         f"/v1/audit/exports/{status['exportId']}/download", headers=headers
