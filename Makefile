@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+OPA_BINDINGS_VERSION := 0.4.4
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # dev-up writes .env.dev; `make run` then runs against the local production-mode stack.
 WITH_DEV_ENV := set -a; if [ -f .env.dev ]; then . ./.env.dev; fi; set +a;
@@ -17,12 +18,17 @@ help:
 	@echo "make run    - start admin-api (:8081) and reconciler (:8082), embedded mode by default"
 	@echo "make test   - the whole test suite (unit, API in both modes, integration, contract)"
 	@echo "make lint   - ruff + mypy (strict)"
-	@echo "make migrate / rollback / schema-drift / contract / bench / dev-up / dev-down"
+	@echo "make migrate / rollback / schema-drift / contract / bench"
+	@echo "make dev-up / dev-down - local production-mode stack (PostgreSQL, Redis, Kafka, OpenBao)"
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# OPA's own Go engine, for checking the policies mean the same on OPA (tests only). Its
+	@# wheel declares Python >= 3.14 but is ctypes over a c-shared library: works on 3.11.
+	$(BIN)/python -m pip install --quiet --ignore-requires-python --no-deps \
+		"opa-golib-python-bindings==$(OPA_BINDINGS_VERSION)"
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -43,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
@@ -64,16 +71,21 @@ contract-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract
 
 opa-test: $(STAMP)
-	@echo "policy tests arrive with the Rego engine"
+	$(BIN)/userorg policy test policies
+	$(BIN)/userorg policy test policies --engine opa --quiet
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# PostgreSQL (the machine's, or a private cluster), Redis, Kafka (tansu) and OpenBao under
+# var/dev; writes .env.dev. DEV_ARGS passes options (e.g. DEV_ARGS=--private-postgres).
 dev-up: $(STAMP)
-	@echo "dev-up: the local production stack arrives with the operations issue"
+	$(BIN)/userorg dev up $(DEV_ARGS)
 
+# Stops everything dev-up started (pid files under var/dev). DEV_ARGS=--purge drops the data.
 dev-down:
-	@echo "dev-down: nothing to stop"
+	@if [ -x $(BIN)/userorg ]; then $(BIN)/userorg dev down $(DEV_ARGS); \
+	else echo "dev-down: nothing to stop"; fi
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

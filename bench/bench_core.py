@@ -1,5 +1,6 @@
-"""In-process costs of the building blocks every request pays: the policy decision, the audit
-event hash, and (for sign-in) one Argon2id verification at the default parameters."""
+"""In-process costs of the building blocks every request pays: the audit event hash and (for
+sign-in) one Argon2id verification at the default parameters. The policy decision has its own
+benchmark (bench_policy.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import time
 from argon2 import PasswordHasher
 
 from userorg.audit.chain import GENESIS_HASH, event_hash
-from userorg.authz.catalogue import SYSTEM_ROLES
-from userorg.authz.engine import AuthzRequest, RbacEngine
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -28,20 +27,6 @@ def _time_each(func, n: int) -> list[float]:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    engine = RbacEngine()
-    request = AuthzRequest(
-        permission="users:write",
-        principal_id="u",
-        principal_type="user",
-        org_id="o",
-        org_status="active",
-        membership_status="active",
-        roles=frozenset({"OrgAdmin"}),
-        granted_scopes=SYSTEM_ROLES["OrgAdmin"],
-    )
-    p50, p99 = _percentiles(_time_each(lambda: engine.decide(request), 200_000))
-    print(f"| policy decision (RBAC, in-process) | p50 {p50:.2f} µs | p99 {p99:.2f} µs |")
-
     document = {
         "eventId": "01a21296-3a40-7283-9bd5-2e1f7e31a4d9",
         "chainId": "org",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,12 @@ from userorg.settings import Mode, Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="User & Organization Service")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit trail tools")
 app.add_typer(audit_app, name="audit")
+policy_app = typer.Typer(no_args_is_help=True, help="Authorization policy tools")
+app.add_typer(policy_app, name="policy")
+dev_app = typer.Typer(
+    no_args_is_help=True, help="The local production-mode stack (make dev-up / dev-down)"
+)
+app.add_typer(dev_app, name="dev")
 
 
 def _settings() -> Settings:
@@ -72,7 +79,21 @@ def _require_schema_at_head(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
-def _serve(asgi_app: object, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        typer.echo(f"cannot listen on {host}:{port}: {error.strerror}", err=True)
+        raise typer.Exit(2) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve(asgi_app: object, host: str, port: int, *, extra_ports: tuple[int, ...] = ()) -> None:
     import uvicorn
 
     config = uvicorn.Config(
@@ -87,7 +108,12 @@ def _serve(asgi_app: object, host: str, port: int) -> None:
         log_config=None,
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run()
+    if not extra_ports:
+        uvicorn.Server(config).run()
+        return
+    # One process, several listeners (USER_ORG_GATEWAY_PORT): the app tells them apart.
+    sockets = [_listen(host, listen_port) for listen_port in (port, *extra_ports)]
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 @app.command()
@@ -97,9 +123,25 @@ def serve() -> None:
     _check_bootstrap_password(settings)
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
+    _check_policies(settings)
     from userorg.main import create_app
 
-    _serve(create_app(settings), settings.bind_host, settings.admin_api_port)
+    extra = (settings.gateway_port,) if settings.gateway_port is not None else ()
+    _serve(create_app(settings), settings.bind_host, settings.admin_api_port, extra_ports=extra)
+
+
+def _check_policies(settings: Settings) -> None:
+    """Policies that cannot serve stop the start with one line (fail closed)."""
+    if settings.opa_url:
+        return
+    from userorg.authz.policyset import PolicyLoadError, load_policy_set
+    from userorg.container import policy_config
+
+    try:
+        load_policy_set(settings.effective_policy_dir, policy_config(settings))
+    except PolicyLoadError as error:
+        typer.echo(f"configuration error: USER_ORG_POLICY_DIR: {error.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -353,6 +395,162 @@ def audit_rotate_signing_key() -> None:
         typer.echo(f"new audit signing key {key.key_id} ({key.backend})")
 
     asyncio.run(go())
+
+
+@policy_app.command("test")
+def policy_test(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Policy directory (default: USER_ORG_POLICY_DIR)")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Only tests whose name matches")] = None,
+    quiet: Annotated[bool, typer.Option(help="List failed tests only")] = False,
+    min_coverage: Annotated[
+        float, typer.Option(help="Fail below this line coverage (percent)")
+    ] = 0.0,
+    engine: Annotated[
+        str, typer.Option(help="regorus (default) or opa (OPA's Go engine, if installed)")
+    ] = "regorus",
+) -> None:
+    """Run the policy tests (test_* rules of *_test.rego) on regorus, with coverage."""
+    from userorg.authz import testing
+
+    folder = directory or Settings().effective_policy_dir
+    report = testing.run(folder, pattern=run, engine_name=engine)
+    typer.echo(testing.render(report, verbose=not quiet))
+    if not report.ok:
+        raise typer.Exit(1)
+    if report.coverage_percent < min_coverage:
+        typer.echo(
+            f"coverage {report.coverage_percent:.1f}% is below {min_coverage:.1f}%", err=True
+        )
+        raise typer.Exit(1)
+
+
+@policy_app.command("bundle")
+def policy_bundle(
+    output: Annotated[Path, typer.Option(help="Where to write the bundle (.tar.gz)")],
+) -> None:
+    """Build the OPA bundle (policies + data documents) for USER_ORG_OPA_URL deployments."""
+    settings = load_settings()
+    from userorg.authz.opa import build_bundle
+    from userorg.authz.policyset import PolicyLoadError, load_policy_set
+    from userorg.container import policy_config
+
+    try:
+        policy = load_policy_set(settings.effective_policy_dir, policy_config(settings))
+    except PolicyLoadError as error:
+        typer.echo(f"policy error: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    output.write_bytes(build_bundle(policy))
+    typer.echo(f"wrote {output} (revision {policy.revision})")
+
+
+@app.command()
+def healthcheck(
+    port: Annotated[
+        list[int] | None, typer.Option(help="Port(s) to try (default: admin-api, reconciler)")
+    ] = None,
+) -> None:
+    """Exit 0 when this container's process answers /healthz (the image's HEALTHCHECK)."""
+    import urllib.request
+
+    ports = port or [
+        int(os.environ.get("USER_ORG_ADMIN_API_PORT") or 8081),
+        int(os.environ.get("USER_ORG_RECONCILER_PORT") or 8082),
+    ]
+    for candidate in ports:
+        url = f"http://127.0.0.1:{candidate}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            continue
+    typer.echo(f"no process answers /healthz on 127.0.0.1:{ports}", err=True)
+    raise typer.Exit(1)
+
+
+StateDir = Annotated[Path, typer.Option(help="Where pid files, logs and data live")]
+EnvFile = Annotated[Path, typer.Option(help="The env file `make run` sources")]
+
+
+@dev_app.command("up")
+def dev_up(
+    state_dir: StateDir = Path("var/dev"),
+    env_file: EnvFile = Path(".env.dev"),
+    database: Annotated[str, typer.Option(help="Database created for the stack")] = "userorg_dev",
+    postgres_admin_url: Annotated[
+        str, typer.Option(help="The machine's PostgreSQL, used when it answers")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    private_postgres: Annotated[
+        bool, typer.Option(help="Start a private cluster even if the machine has a server")
+    ] = False,
+) -> None:
+    """Start PostgreSQL, Redis, Kafka (tansu) and OpenBao; write the env file; migrate."""
+    from userorg import devstack
+
+    try:
+        stack = devstack.up(
+            state_dir=state_dir,
+            env_file=env_file,
+            database=database,
+            postgres_admin_url=postgres_admin_url,
+            private_postgres=private_postgres,
+        )
+    except devstack.AlreadyRunning as error:
+        typer.echo(str(error))
+        return
+    except devstack.DevStackError as error:
+        typer.echo(f"dev-up failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    pg = stack.postgres
+    typer.echo(f"postgres  {pg['mode']} server, database {pg['database']}")
+    for name, service in stack.services.items():
+        if name != "postgres":
+            typer.echo(f"{name:<9} 127.0.0.1:{service.port} (pid {service.pid})")
+    typer.echo(f"wrote {env_file}; `make run` now starts the service in production mode")
+    typer.echo(
+        f"sign in as {stack.env['USER_ORG_BOOTSTRAP_ADMIN_EMAIL']} with the password "
+        f"in {env_file} (USER_ORG_BOOTSTRAP_ADMIN_PASSWORD)"
+    )
+
+
+@dev_app.command("down")
+def dev_down(
+    state_dir: StateDir = Path("var/dev"),
+    purge: Annotated[
+        bool, typer.Option(help="Also delete the stack's data (database, cluster, secrets)")
+    ] = False,
+    postgres_admin_url: Annotated[
+        str | None, typer.Option(help="For --purge when the admin URL carries a password")
+    ] = None,
+) -> None:
+    """Stop everything `dev up` started and remove the env file it wrote."""
+    from userorg import devstack
+
+    try:
+        stopped = devstack.down(
+            state_dir=state_dir, purge=purge, postgres_admin_url=postgres_admin_url
+        )
+    except devstack.DevStackError as error:
+        typer.echo(f"dev-down: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@dev_app.command("status")
+def dev_status(state_dir: StateDir = Path("var/dev")) -> None:
+    """Which of the stack's processes are running (exit 1 when none is)."""
+    from userorg import devstack
+
+    recorded = devstack.load_stack(state_dir.resolve()).get("services", {})
+    running = devstack.running_services(state_dir.resolve())
+    for name, data in recorded.items():
+        state = "running" if name in running else "stopped"
+        typer.echo(f"{name:<9} {state:<8} 127.0.0.1:{data['port']} (pid {data['pid']})")
+    if not running:
+        typer.echo("the dev stack is not running")
+        raise typer.Exit(1)
 
 
 def main() -> None:

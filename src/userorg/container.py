@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -11,13 +12,23 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from userorg.audit.export import ExportWorker
-from userorg.audit.recorder import OUTBOX_PENDING
+from userorg.audit.recorder import OUTBOX_WRITTEN
 from userorg.audit.relay import AuditRelay
 from userorg.audit.signing import AuditSigner, LocalSigner, TransitSigner
 from userorg.audit.stream import FileSink, KafkaSink, StreamSink
+from userorg.authn.lockout import LockoutPolicy
+from userorg.authn.mfa import RelyingParty
+from userorg.authn.oauth2 import OAuth2Service
 from userorg.authn.passwords import PasswordService
+from userorg.authn.service import AuthConfig
 from userorg.authn.tokens import TokenService
-from userorg.authz.engine import PolicyEngine, RbacEngine
+from userorg.authz.engine import PolicyEngine
+from userorg.authz.invalidation import CHANNEL as AUTHZ_CHANNEL
+from userorg.authz.invalidation import TRACKER_KEY, Change, ChangeTracker
+from userorg.authz.opa import RemoteOpaEngine
+from userorg.authz.policyset import PolicyConfig
+from userorg.authz.rego import RegoEngine
+from userorg.authz.reloader import PolicyWatcher, policy_check
 from userorg.db import UnitOfWork, create_engine
 from userorg.maintenance import Maintenance
 from userorg.notifications.dispatcher import (
@@ -36,20 +47,29 @@ from userorg.platform.ratelimit import (
     RedisRateLimiter,
 )
 from userorg.settings import Settings
+from userorg.telemetry.tracing import Tracing
 
 
 class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tracing = Tracing.from_settings(settings, service_name="userorg-admin-api")
         self.engine = create_engine(
             settings.effective_database_url, pool_size=settings.db_pool_size
+        )
+        # Sessions notice changes that invalidate authorization decisions (authz.invalidation).
+        self.authz_changes = ChangeTracker(
+            invalidate=self._apply_authz_change, publish=self._publish_authz_change
         )
 
         class _Session(Session):
             """This container's sessions (lets it watch their commits)."""
 
         self.session_factory = async_sessionmaker(
-            self.engine, expire_on_commit=False, sync_session_class=_Session
+            self.engine,
+            expire_on_commit=False,
+            info={TRACKER_KEY: self.authz_changes},
+            sync_session_class=_Session,
         )
         # Wake the audit relay as soon as a transaction that wrote audit events commits.
         event.listen(_Session, "after_commit", self._after_commit)
@@ -71,6 +91,9 @@ class Container:
                 timeout=settings.vault_timeout_seconds,
             )
         self.keystore: Keystore = _build_keystore(settings, self.vault)
+        self.tracing.instrument_engine(self.engine)
+        if self.read_engine is not self.engine:
+            self.tracing.instrument_engine(self.read_engine)
         self.passwords = PasswordService(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
@@ -84,7 +107,15 @@ class Container:
             issuer=settings.issuer,
             access_token_ttl_seconds=settings.access_token_ttl_seconds,
         )
-        self.policy: PolicyEngine = RbacEngine()
+        self.auth = auth_config(settings)
+        self.oauth2 = OAuth2Service(
+            tokens=self.tokens, token_ttl_seconds=settings.access_token_ttl_seconds
+        )
+        self.policy_engine: RegoEngine | RemoteOpaEngine = _build_policy_engine(settings)
+        self.policy: PolicyEngine = self.policy_engine
+        self.policy_watcher = PolicyWatcher(
+            self.policy_engine, interval_seconds=settings.policy_reload_interval_seconds
+        )
         self.notifier = NotificationDispatcher(
             session_factory=self.session_factory,
             keystore=self.keystore,
@@ -96,6 +127,9 @@ class Container:
 
         self.readiness_checks: dict[str, ReadinessCheck] = {
             "database": database_check(self.engine),
+            "policy": self.policy_engine.probe
+            if isinstance(self.policy_engine, RemoteOpaEngine)
+            else policy_check(self.policy_engine),
         }
         self.redis: Redis | None = None
         if settings.redis_url:
@@ -106,6 +140,7 @@ class Container:
                 health_check_interval=15,
             )
             self.readiness_checks["redis"] = redis_check(self.redis)
+            self.tracing.instrument_redis(self.redis)
         self.bus: InvalidationBus
         self.rate_limiter: RateLimiter
         if self.redis is not None:
@@ -148,13 +183,28 @@ class Container:
         )
 
     def _after_commit(self, session: Session) -> None:
-        if session.info.pop(OUTBOX_PENDING, False):
+        if session.info.pop(OUTBOX_WRITTEN, False):
             self.audit_relay.wake()
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
 
+    def _apply_authz_change(self, change: Change) -> None:
+        if change.all:
+            self.policy_engine.clear_cache()
+        else:
+            self.policy_engine.invalidate(org_id=change.org, principal_id=change.principal)
+
+    async def _publish_authz_change(self, message: dict[str, Any]) -> None:
+        await self.bus.publish(AUTHZ_CHANNEL, message)
+
     async def start(self) -> None:
+        # The policy first: a service that cannot decide must not start (fail closed).
+        self.policy_engine.load()
+        self.bus.subscribe(
+            AUTHZ_CHANNEL, lambda message: self._apply_authz_change(Change.from_message(message))
+        )
+        self.bus.on_reset(self.policy_engine.clear_cache)
         await self.bus.start()
         await self.tokens.ensure_active_key()
         await self.audit_signer.start()
@@ -162,8 +212,12 @@ class Container:
         self.audit_relay.start()
         self.audit_exports.start()
         self.maintenance.start()
+        self.policy_watcher.start()
 
     async def stop(self) -> None:
+        await self.policy_watcher.stop()
+        if isinstance(self.policy_engine, RemoteOpaEngine):
+            await self.policy_engine.close()
         await self.maintenance.stop()
         await self.audit_exports.stop()
         await self.audit_relay.stop()
@@ -174,6 +228,54 @@ class Container:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        await asyncio.to_thread(self.tracing.shutdown)
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    return AuthConfig(
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        idle_timeout_seconds=settings.session_idle_timeout_seconds,
+        lockout=LockoutPolicy(
+            threshold=settings.lockout_threshold,
+            seconds=settings.lockout_seconds,
+            max_seconds=settings.lockout_max_seconds,
+        ),
+        relying_party=RelyingParty(
+            rp_id=settings.webauthn_rp_id,
+            name=settings.webauthn_rp_name,
+            origins=settings.webauthn_origin_list,
+        ),
+        mfa_challenge_ttl_seconds=settings.mfa_challenge_ttl_seconds,
+        totp_issuer=settings.totp_issuer,
+        login_rate_per_ip=settings.login_rate_per_ip_per_minute,
+        login_rate_per_account=settings.login_rate_per_account_per_minute,
+        password_reset_ttl_seconds=settings.password_reset_ttl_seconds,
+        public_base_url=settings.public_base_url,
+    )
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    return PolicyConfig(
+        decision_ttl_seconds=settings.policy_decision_ttl_seconds,
+        mfa_sensitive_scopes=settings.mfa_step_up_scope_set,
+        mfa_max_age_seconds=settings.mfa_step_up_max_age_seconds,
+    )
+
+
+def _build_policy_engine(settings: Settings) -> RegoEngine | RemoteOpaEngine:
+    if settings.opa_url:
+        return RemoteOpaEngine(
+            url=settings.opa_url,
+            timeout_seconds=settings.opa_timeout_seconds,
+            directory=settings.effective_policy_dir,
+            config=policy_config(settings),
+            cache_size=settings.policy_cache_size,
+        )
+    return RegoEngine(
+        directory=settings.effective_policy_dir,
+        config=policy_config(settings),
+        cache_size=settings.policy_cache_size,
+    )
 
 
 def _build_keystore(settings: Settings, vault: Any) -> Keystore:

@@ -176,6 +176,8 @@ class UnitOfWork:
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self.session: AsyncSession = session_factory()
+        # Lets session-level hooks (authz cache invalidation) run work after this commit.
+        self.session.info["userorg.uow"] = self
         self._after_commit: list[AfterCommit] = []
 
     def after_commit(self, callback: AfterCommit) -> None:

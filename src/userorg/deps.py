@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,6 +20,8 @@ from userorg.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from userorg.orgs import service as orgs_service
 from userorg.orgs.models import Organization
 from userorg.roles import service as roles_service
+from userorg.telemetry.metrics import AUTHZ_DECISION_DURATION, AUTHZ_DENIALS
+from userorg.telemetry.tracing import AUTH_EVALUATE_SPAN
 
 
 def get_container(request: Request) -> Container:
@@ -106,24 +109,27 @@ async def authorize(
     route: str | None = None,
 ) -> AuthContext:
     """Ask the policy engine; on deny, audit it (committed with the error) and raise."""
-    grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
-    decision = container.policy.decide(
-        AuthzRequest(
-            permission=permission,
-            principal_id=str(principal.id),
-            principal_type=principal.type,
-            principal_status=principal.status,
-            is_platform_admin=principal.is_platform_admin,
-            org_id=str(org.id) if org else None,
-            org_status=org.status if org else None,
-            membership_status=grants.membership_status,
-            roles=grants.roles,
-            granted_scopes=grants.scopes,
-            credential_scopes=principal.credential_scopes,
+    started = time.perf_counter()
+    with container.tracing.span(AUTH_EVALUATE_SPAN, {"userorg.permission": permission}) as span:
+        grants = await roles_service.load_grants(uow.session, principal=principal, org=org)
+        decision = await container.policy.decide_async(
+            authz_request(principal, permission=permission, org=org, grants=grants)
         )
+        if span is not None:
+            span.set_attributes(
+                {
+                    "userorg.decision": "allow" if decision.allow else "deny",
+                    "userorg.reason": decision.reason,
+                    "userorg.policy_id": decision.policy_id,
+                    "userorg.principal_type": principal.type,
+                }
+            )
+    AUTHZ_DECISION_DURATION.labels("admin_api", "allow" if decision.allow else "deny").observe(
+        time.perf_counter() - started
     )
     if decision.allow:
         return AuthContext(principal, org, grants.roles, grants.scopes, decision)
+    AUTHZ_DENIALS.labels(decision.reason).inc()
     await audit.record(
         uow.session,
         action="authz:access:deny",
@@ -149,6 +155,43 @@ async def authorize(
             "policyId": decision.policy_id,
         },
         commit=True,
+    )
+
+
+def authz_request(
+    principal: Principal,
+    *,
+    permission: str,
+    org: Organization | None,
+    grants: roles_service.Grants,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    resource_org_id: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> AuthzRequest:
+    """The decision's inputs for an authenticated principal (the cache key, too)."""
+    return AuthzRequest(
+        permission=permission,
+        principal_id=str(principal.id),
+        principal_type=principal.type,
+        principal_status=principal.status,
+        is_platform_admin=principal.is_platform_admin,
+        org_id=str(org.id) if org else None,
+        org_status=org.status if org else None,
+        membership_status=grants.membership_status,
+        roles=grants.roles,
+        granted_scopes=grants.scopes,
+        credential_scopes=principal.credential_scopes,
+        custom_role_scopes=grants.custom_scopes,
+        credential_type="session" if principal.session_id is not None else "token",
+        mfa_verified_at=principal.mfa_verified_at.timestamp()
+        if principal.mfa_verified_at
+        else None,
+        amr=tuple(principal.amr),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        resource_org_id=resource_org_id,
+        context=context,
     )
 
 

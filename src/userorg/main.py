@@ -10,8 +10,10 @@ from fastapi import FastAPI, Request
 
 from userorg import __version__
 from userorg.audit.api import router as audit_router
-from userorg.authn.api import discovery_router
+from userorg.authn.api import admin_router as authn_admin_router
+from userorg.authn.api import discovery_router, mfa_router, oauth2_router
 from userorg.authn.api import router as authn_router
+from userorg.authz.api import router as policy_router
 from userorg.bootstrap import announce, ensure_platform_admin
 from userorg.container import Container
 from userorg.errors_http import install_error_handlers
@@ -31,6 +33,11 @@ PUBLIC_ROUTES = frozenset(
         ("POST", "/v1/auth/login"),
         ("POST", "/v1/auth/refresh"),
         ("POST", "/v1/invites/accept"),
+        ("POST", "/v1/auth/password/forgot"),
+        ("POST", "/v1/auth/password/reset"),
+        ("POST", "/oauth2/token"),
+        ("POST", "/oauth2/introspect"),
+        ("POST", "/oauth2/revoke"),
         ("GET", "/.well-known/openid-configuration"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/healthz"),
@@ -48,6 +55,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "Denied by policy; details name the permission and the reason",
         404: "Not found (or not visible to the caller)",
         409: "Conflicts with the current state",
+        423: "The account is locked after repeated failed sign-ins; see Retry-After",
         412: "If-Match does not name the current version",
         413: "Request body too large",
         422: "Validation failed; details list the fields",
@@ -86,11 +94,15 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        telemetry=container.tracing.fastapi_config(),
     )
     app.state.container = container
     install_error_handlers(app)
     for router in (
         authn_router,
+        mfa_router,
+        authn_admin_router,
+        oauth2_router,
         discovery_router,
         orgs_router,
         users_router,
@@ -98,8 +110,13 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         roles_router,
         service_accounts_router,
         audit_router,
+        policy_router,
         ops_router(_checks),
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        gateway_port=settings.gateway_port,
+    )
     return app

@@ -26,6 +26,20 @@ SECURITY_HEADERS = [
 ]
 
 
+# With USER_ORG_GATEWAY_PORT set, the gateway's hot-path routes answer only on that port and the
+# port answers nothing else (but health, readiness and metrics), so a NetworkPolicy on the port
+# decides who may call them. See docs/operations.md ("Who may call the gateway routes").
+GATEWAY_PATHS = frozenset({"/v1/authorize", "/v1/auth/validate-api-key"})
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def wrong_listener(path: str, port: int | None, gateway_port: int) -> bool:
+    on_gateway = port == gateway_port
+    if path in GATEWAY_PATHS:
+        return not on_gateway
+    return on_gateway and path not in OPS_PATHS
+
+
 class PayloadTooLarge(Exception):
     pass
 
@@ -48,9 +62,12 @@ def classify_unhandled(error: BaseException) -> tuple[int, str, str]:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, gateway_port: int | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.gateway_port = gateway_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +115,18 @@ class RequestContextMiddleware:
             return message
 
         try:
+            if self.gateway_port is not None:
+                server = scope.get("server")
+                if wrong_listener(scope["path"], server[1] if server else None, self.gateway_port):
+                    await self._send_error(
+                        send_wrapper,
+                        status_holder,
+                        404,
+                        "not_found",
+                        "This route is not served on this port",
+                        request_id,
+                    )
+                    return
             if content_length is not None and (
                 not content_length.isdigit() or int(content_length) > self.max_body_bytes
             ):

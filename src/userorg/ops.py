@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from userorg.http import JSONBody
+from userorg.telemetry.metrics import DEPENDENCY_UP
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ async def run_checks(checks: dict[str, ReadinessCheck]) -> tuple[bool, dict[str,
         }
         for name, result in zip(names, results, strict=True)
     }
+    for name, result in zip(names, results, strict=True):
+        DEPENDENCY_UP.labels(name).set(1 if result.up else 0)
     return all(result.up or not result.required for result in results), report
 
 

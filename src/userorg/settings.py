@@ -44,19 +44,37 @@ class Settings(BaseSettings):
     vault_token: SecretStr | None = None
     vault_transit_mount: str = Field(default="transit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     vault_keystore_key: str = Field(default="userorg-keystore", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    vault_audit_key: str = Field(default="userorg-audit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_audit_key: str = Field(default="userorg-audit-signing", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     key_prefix: str = Field(default="userorg", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     bind_host: str = "127.0.0.1"
     admin_api_port: Port = 8081
     reconciler_port: Port = 8082
+    gateway_port: Port | None = None
+
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
 
     issuer: str = "http://localhost:8081"
     public_base_url: str = "http://localhost:8081"
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300, le=365 * 86_400)
     session_idle_timeout_seconds: int = Field(default=7 * 86_400, ge=300)
+    signing_key_rotation_seconds: int = Field(default=30 * 86_400, ge=3600)
+    signing_key_prepublish_seconds: int = Field(default=900, ge=0, le=86_400)
+
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
+    lockout_max_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    login_rate_per_ip_per_minute: int = Field(default=60, ge=1)
+    login_rate_per_account_per_minute: int = Field(default=10, ge=1)
+    mfa_challenge_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    totp_issuer: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_rp_id: str = Field(default="localhost", min_length=1, max_length=253)
+    webauthn_rp_name: str = Field(default="userorg", min_length=1, max_length=64)
+    webauthn_origins: str = "http://localhost:8081"
+    password_reset_ttl_seconds: int = Field(default=3600, ge=300, le=7 * 86_400)
 
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19_456, ge=1024, le=4_194_304)
@@ -87,6 +105,16 @@ class Settings(BaseSettings):
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    policy_dir: Path | None = None
+    policy_reload_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
+    policy_decision_ttl_seconds: int = Field(default=60, ge=0, le=3600)
+    policy_cache_size: int = Field(default=100_000, ge=0, le=10_000_000)
+    policy_max_context_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    mfa_step_up_scopes: str = ""
+    mfa_step_up_max_age_seconds: int = Field(default=900, ge=30, le=86_400)
+    opa_url: str | None = None
+    opa_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -98,10 +126,46 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
 
-    @field_validator("notify_webhook_url", "redis_url", "vault_addr", "kafka_bootstrap_servers")
+    @field_validator("mfa_step_up_scopes")
+    @classmethod
+    def _check_step_up_scopes(cls, value: str) -> str:
+        from userorg.authz.catalogue import SCOPES
+
+        unknown = sorted({s for s in _split(value) if s not in SCOPES})
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+        return value
+
+    @field_validator("opa_url")
+    @classmethod
+    def _check_opa_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
+
+    @field_validator(
+        "notify_webhook_url", "redis_url", "otlp_endpoint", "vault_addr", "kafka_bootstrap_servers"
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("gateway_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parsed = urlsplit(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError("must be the collector's http(s)://host:port (OTLP/HTTP)")
+        return value
 
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
@@ -140,9 +204,29 @@ class Settings(BaseSettings):
                 "USER_ORG_KAFKA_BOOTSTRAP_SERVERS: the audit stream goes to Kafka (production "
                 "mode or USER_ORG_AUDIT_STREAM=kafka) and needs host:port[,host:port]"
             )
+        if not self.webauthn_origin_list or not all(
+            o.startswith(("https://", "http://")) for o in self.webauthn_origin_list
+        ):
+            raise ValueError(
+                "USER_ORG_WEBAUTHN_ORIGINS: a comma-separated list of http(s):// origins"
+            )
+        if self.lockout_max_seconds < self.lockout_seconds:
+            raise ValueError("USER_ORG_LOCKOUT_MAX_SECONDS: must be >= USER_ORG_LOCKOUT_SECONDS")
+        if self.gateway_port is not None and self.gateway_port in {
+            self.admin_api_port,
+            self.reconciler_port,
+        }:
+            raise ValueError(
+                "USER_ORG_GATEWAY_PORT: must differ from USER_ORG_ADMIN_API_PORT and "
+                "USER_ORG_RECONCILER_PORT"
+            )
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
+
+    @property
+    def webauthn_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.webauthn_origins.split(",") if o.strip()]
 
     @property
     def effective_database_url(self) -> str:
@@ -173,6 +257,21 @@ class Settings(BaseSettings):
         if self.audit_signer == "auto":
             return "vault" if self.vault_addr else "local"
         return self.audit_signer
+
+    @property
+    def mfa_step_up_scope_set(self) -> frozenset[str]:
+        return frozenset(_split(self.mfa_step_up_scopes))
+
+    @property
+    def effective_policy_dir(self) -> Path:
+        """The Rego policies: ``USER_ORG_POLICY_DIR``, else ``policies/`` of the source tree."""
+        if self.policy_dir is not None:
+            return self.policy_dir
+        return Path(__file__).resolve().parents[2] / "policies"
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def format_settings_error(error: ValidationError) -> str:

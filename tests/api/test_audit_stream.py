@@ -75,8 +75,8 @@ async def test_readiness_and_metrics_report_the_stream(env: Env) -> None:
     assert {"backlog", "lagSeconds", "published"} <= set(stream)
     metrics = (await env.client.get("/metrics")).text
     for name in (
-        "userorg_audit_outbox_backlog",
-        "userorg_audit_outbox_lag_seconds",
+        'userorg_outbox_pending{outbox="audit"}',
+        'userorg_outbox_oldest_pending_age_seconds{outbox="audit"}',
         "userorg_audit_relay_published_total",
         "userorg_audit_relay_leader",
     ):

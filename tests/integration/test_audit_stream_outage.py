@@ -146,7 +146,7 @@ async def test_broker_outage_mid_load_loses_no_event(
         assert ready["checks"]["auditStream"]["backlog"] > 0
         assert "lastError" in ready["checks"]["auditStream"]
         metrics = (await env.client.get("/metrics")).text
-        assert "userorg_audit_outbox_backlog" in metrics
+        assert 'userorg_outbox_pending{outbox="audit"}' in metrics
 
         broker.start()  # same port, empty (memory storage)
         await _until(lambda: _true(len(statuses) >= killed_at + 45), 30, "load stalled")

@@ -10,12 +10,15 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from tests.support.authenticators import TotpApp
 from tests.support.receiver import WebhookReceiver
 from userorg.audit.models import AuditEvent
 from userorg.container import Container
 from userorg.settings import Settings
 
 STRONG_PASSWORD = "Correct-Horse-Battery-Staple-42"
+# Roles that always need a second factor: members given them enrol TOTP in ``add_member``.
+MFA_ROLES = frozenset({"OrgOwner"})
 
 
 def uid() -> str:
@@ -33,6 +36,8 @@ class Member:
     password: str
     token: str
     org_id: str
+    totp: TotpApp | None = None
+    recovery_codes: list[str] = field(default_factory=list)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -51,6 +56,8 @@ class Env:
     admin_email: str
     admin_password: str
     _admin_token: str | None = field(default=None)
+    # Users who enrolled TOTP through these helpers: ``login`` answers the second step.
+    totp_apps: dict[str, TotpApp] = field(default_factory=dict)
 
     @property
     def container(self) -> Container:
@@ -58,9 +65,16 @@ class Env:
         return container
 
     async def login(self, email: str, password: str) -> str:
-        response = await self.client.post(
-            "/v1/auth/login", json={"email": email, "password": password}
-        )
+        body = {"email": email, "password": password}
+        app = self.totp_apps.get(email.lower())
+        if app is not None:
+            # A fresh TOTP step when one is free, else a recovery code (no waiting).
+            code = app.code_now()
+            if code is None and app.recovery_codes:
+                body["recoveryCode"] = app.recovery_codes.pop()
+            else:
+                body["totp"] = code or await app.code()
+        response = await self.client.post("/v1/auth/login", json=body)
         assert response.status_code == 200, response.text
         token: str = response.json()["accessToken"]
         return token
@@ -98,7 +112,11 @@ class Env:
         token: str = message["token"]
         return token
 
-    async def add_member(self, org_id: str, roles: list[str], email: str | None = None) -> Member:
+    async def add_member(
+        self, org_id: str, roles: list[str], email: str | None = None, *, mfa: bool | None = None
+    ) -> Member:
+        """Invite, accept, sign in. Members given a role that requires MFA (or ``mfa=True``)
+        enrol TOTP first and sign in with it, as a real invitee must for the role to count."""
         email = email or f"user-{uid()}@example.com"
         token = await self.invite(org_id, email, roles)
         response = await self.client.post(
@@ -108,7 +126,26 @@ class Env:
         assert response.status_code == 200, response.text
         user_id = response.json()["userId"]
         access = await self.login(email, STRONG_PASSWORD)
-        return Member(user_id, email, STRONG_PASSWORD, access, org_id)
+        member = Member(user_id, email, STRONG_PASSWORD, access, org_id)
+        if mfa or (mfa is None and MFA_ROLES & set(roles)):
+            member.totp, member.recovery_codes = await self.enrol_totp(access)
+            self.totp_apps[email.lower()] = member.totp
+            member.token = await self.login(email, STRONG_PASSWORD)
+        return member
+
+    async def enrol_totp(self, access_token: str) -> tuple[TotpApp, list[str]]:
+        enrolled = await self.client.post("/v1/auth/mfa/totp/enroll", headers=bearer(access_token))
+        assert enrolled.status_code == 200, enrolled.text
+        app = TotpApp(enrolled.json()["secret"])
+        confirmed = await self.client.post(
+            "/v1/auth/mfa/totp/confirm",
+            json={"code": await app.code()},
+            headers=bearer(access_token),
+        )
+        assert confirmed.status_code == 200, confirmed.text
+        codes: list[str] = confirmed.json()["recoveryCodes"]
+        app.recovery_codes = list(codes[5:])  # half for the helpers, half for the test
+        return app, codes[:5]
 
     async def audit_count(self, **filters: Any) -> int:
         async with self.container.session_factory() as session:

@@ -11,9 +11,13 @@ from userorg.authz.catalogue import (
     SCOPES,
     SYSTEM_ROLES,
 )
-from userorg.authz.engine import AuthzRequest, RbacEngine
+from userorg.authz.engine import AuthzRequest
+from userorg.authz.policyset import PolicyConfig
+from userorg.authz.rego import RegoEngine
+from userorg.settings import Settings
 
-ENGINE = RbacEngine()
+ENGINE = RegoEngine(directory=Settings().effective_policy_dir, config=PolicyConfig())
+ENGINE.load()
 
 
 def request(permission: str, role: str, **overrides: object) -> AuthzRequest:

@@ -27,7 +27,7 @@ from userorg.db import new_id, utcnow
 
 PLATFORM_CHAIN = "platform"
 # Set on a session that wrote audit events; the container wakes the relay after its commit.
-OUTBOX_PENDING = "userorg.audit.outbox_pending"
+OUTBOX_WRITTEN = "userorg.audit.outbox_pending"
 
 
 def chain_id_for(org_id: uuid.UUID | None) -> str:
@@ -102,7 +102,7 @@ async def record(
             event_id=event.id, chain_id=chain_id, seq=event.seq, created_at=event.occurred_at
         )
     )
-    session.info[OUTBOX_PENDING] = True
+    session.info[OUTBOX_WRITTEN] = True
     return event
 
 

@@ -39,11 +39,11 @@ from userorg.db import utcnow
 from userorg.ops import CheckResult
 from userorg.platform.leases import DatabaseLease
 from userorg.telemetry.metrics import (
-    AUDIT_OUTBOX_BACKLOG,
-    AUDIT_OUTBOX_LAG,
     AUDIT_RELAY_FAILURES,
     AUDIT_RELAY_LEADER,
     AUDIT_RELAY_PUBLISHED,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PENDING,
 )
 
 log = structlog.get_logger("userorg.audit.relay")
@@ -264,8 +264,8 @@ class AuditRelay:
             ).one()
         self.state.backlog = int(count)
         self.state.oldest_pending_at = _aware(oldest)
-        AUDIT_OUTBOX_BACKLOG.set(self.state.backlog)
-        AUDIT_OUTBOX_LAG.set(self.state.lag_seconds())
+        OUTBOX_PENDING.labels("audit").set(self.state.backlog)
+        OUTBOX_OLDEST_AGE.labels("audit").set(self.state.lag_seconds())
 
     # -- readiness ------------------------------------------------------------------------
     async def readiness(self) -> CheckResult:

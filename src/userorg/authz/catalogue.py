@@ -13,6 +13,7 @@ SCOPES: Final[dict[str, str]] = {
     "orgs:read": "Read the organization's settings",
     "orgs:write": "Change the organization's settings",
     "orgs:suspend": "Suspend and restore organizations (platform level)",
+    "identities:suspend": "Suspend and restore user identities everywhere (platform level)",
     "orgs:delete": "Delete the organization (safe delete with a retention window)",
     "users:read": "List and read members",
     "users:write": "Change members: profile, suspend, restore, remove, unlock",
@@ -40,7 +41,7 @@ SCOPES: Final[dict[str, str]] = {
 }
 
 PLATFORM_SCOPES: Final[frozenset[str]] = frozenset(
-    {"orgs:create", "orgs:suspend", "policy:evaluate"}
+    {"orgs:create", "orgs:suspend", "identities:suspend", "policy:evaluate"}
 )
 ORG_SCOPES: Final[frozenset[str]] = frozenset(SCOPES) - PLATFORM_SCOPES
 
@@ -86,6 +87,23 @@ SYSTEM_ROLE_DESCRIPTIONS: Final[dict[str, str]] = {
 ORG_SYSTEM_ROLES: Final[frozenset[str]] = frozenset(SYSTEM_ROLES) - {"PlatformAdmin"}
 OWNER_ROLE: Final = "OrgOwner"
 ALWAYS_MFA_ROLES: Final[frozenset[str]] = frozenset({OWNER_ROLE})
+
+
+# Actions that need a fresh second factor when MFA step-up is enforced
+# (USER_ORG_MFA_STEP_UP_SCOPES; this is the documented recommendation, not the default).
+RECOMMENDED_MFA_STEP_UP_SCOPES: Final[frozenset[str]] = frozenset(
+    {
+        "orgs:delete",
+        "roles:write",
+        "roles:assign",
+        "api_keys:write",
+        "budgets:override:approve",
+        "audit:export",
+        "sessions:revoke",
+    }
+)
+# Actions that spend money: a blocked budget denies them (the budget hook of the policy).
+BUDGET_GATED_SCOPES: Final[frozenset[str]] = frozenset({"inference:invoke"})
 
 
 def is_known_scope(scope: str) -> bool:

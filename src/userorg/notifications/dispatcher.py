@@ -20,14 +20,14 @@ from typing import Any, Protocol
 import httpx
 import orjson
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from userorg.db import utcnow
 from userorg.notifications.models import Notification
 from userorg.notifications.service import payload_context
 from userorg.platform.keystore import Keystore
-from userorg.telemetry.metrics import NOTIFICATIONS
+from userorg.telemetry.metrics import NOTIFICATIONS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 
 log = structlog.get_logger("userorg.notifier")
 SIGNATURE_HEADER = "X-UserOrg-Signature-256"
@@ -87,6 +87,7 @@ class NotificationDispatcher:
         retry_base_seconds: float = 2.0,
         poll_interval: float = 5.0,
         batch_size: int = 50,
+        backlog_interval: float = 15.0,
     ) -> None:
         self._session_factory = session_factory
         self._keystore = keystore
@@ -98,6 +99,8 @@ class NotificationDispatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._backlog_interval = backlog_interval
+        self._backlog_measured_at = float("-inf")
 
     async def wake(self) -> None:
         self._wakeup.set()
@@ -123,9 +126,30 @@ class NotificationDispatcher:
                 delivered = 0
             if delivered and not self._stopping:
                 continue
+            if time.monotonic() - self._backlog_measured_at >= self._backlog_interval:
+                try:
+                    await self.measure_backlog()
+                except Exception:
+                    log.warning("notification_backlog_unmeasured", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
             self._wakeup.clear()
+
+    async def measure_backlog(self) -> tuple[int, float]:
+        """Set the outbox gauges (the OutboxLag alert): rows pending, age of the oldest."""
+        self._backlog_measured_at = time.monotonic()
+        async with self._session_factory() as session:
+            pending, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(Notification.created_at)).where(
+                        Notification.status == "pending"
+                    )
+                )
+            ).one()
+        age = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else 0.0
+        OUTBOX_PENDING.labels("notifications").set(pending)
+        OUTBOX_OLDEST_AGE.labels("notifications").set(age)
+        return int(pending), age
 
     async def deliver_due(self) -> int:
         """Deliver one batch of due notifications; returns how many were attempted.

@@ -198,6 +198,10 @@ async def _set_status(
 async def suspend_org(
     uow: UnitOfWork, *, actor: Actor, org: Organization, reason: str
 ) -> Organization:
+    from userorg.authn.oauth2 import revoke_client_tokens
+
+    # Client-credentials tokens of the org's service accounts end for good.
+    await revoke_client_tokens(uow.session, org_id=org.id)
     return await _set_status(
         uow,
         actor=actor,

@@ -3,6 +3,7 @@ reconciliation worker arrives with the declarative issue and runs inside this li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,10 +16,15 @@ from userorg.errors_http import install_error_handlers
 from userorg.middleware import RequestContextMiddleware
 from userorg.ops import ReadinessCheck, database_check, ops_router
 from userorg.settings import Settings
+from userorg.telemetry.tracing import Tracing
 
 
 def create_reconciler_app(settings: Settings) -> FastAPI:
+    # The worker uses ``app.state.tracing`` with ``telemetry.reconcile.reconcile_run``, which
+    # opens the ``identity.reconcile.run`` span and counts the run for the alert rules.
+    tracing = Tracing.from_settings(settings, service_name="userorg-reconciler")
     engine: AsyncEngine = create_engine(settings.effective_database_url, pool_size=2)
+    tracing.instrument_engine(engine)
     checks: dict[str, ReadinessCheck] = {"database": database_check(engine)}
 
     @asynccontextmanager
@@ -27,6 +33,7 @@ def create_reconciler_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await engine.dispose()
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(
         title="userorg reconciler",
@@ -35,7 +42,9 @@ def create_reconciler_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        telemetry=tracing.fastapi_config(),
     )
+    app.state.tracing = tracing
 
     def get_checks(_request: Request) -> dict[str, ReadinessCheck]:
         return checks

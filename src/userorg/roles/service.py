@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from userorg.audit import recorder as audit
+from userorg.authn import mfa
 from userorg.authn.principal import Principal
 from userorg.authz.catalogue import ORG_SCOPES, ORG_SYSTEM_ROLES, OWNER_ROLE, SYSTEM_ROLES
 from userorg.context import Actor
@@ -28,6 +29,7 @@ class Grants:
     membership_status: str | None  # None: not a member of the org
     roles: frozenset[str]
     scopes: frozenset[str]
+    custom_scopes: frozenset[str] = frozenset()  # granted by the custom roles among ``roles``
 
 
 NO_GRANTS = Grants(None, frozenset(), frozenset())
@@ -45,7 +47,16 @@ async def scopes_of_roles(
     scopes: set[str] = set()
     for role in roles & ORG_SYSTEM_ROLES:
         scopes |= SYSTEM_ROLES[role]
-    custom_names = roles - ORG_SYSTEM_ROLES
+    scopes |= await custom_scopes_of_roles(session, org_id=org_id, roles=roles)
+    return frozenset(scopes & ORG_SCOPES)
+
+
+async def custom_scopes_of_roles(
+    session: AsyncSession, *, org_id: uuid.UUID, roles: Iterable[str]
+) -> frozenset[str]:
+    """The scopes the org's custom roles among ``roles`` grant (as defined now)."""
+    custom_names = set(roles) - ORG_SYSTEM_ROLES
+    scopes: set[str] = set()
     if custom_names:
         rows = await session.execute(
             select(CustomRole.scopes).where(
@@ -116,8 +127,15 @@ async def load_grants(
     roles = await roles_of(
         session, org_id=org.id, principal_type=principal.type, principal_id=principal.id
     )
-    scopes = await scopes_of_roles(session, org_id=org.id, roles=roles)
-    return Grants(membership_status, frozenset(roles), scopes)
+    if principal.type == "user" and principal.mfa_verified_at is None:
+        # Roles that require MFA are in force only in sessions signed in with a second factor.
+        required = mfa.mfa_required_roles(org)
+        roles = [role for role in roles if role not in required]
+    custom = await custom_scopes_of_roles(session, org_id=org.id, roles=roles)
+    scopes = frozenset(
+        {scope for role in set(roles) & ORG_SYSTEM_ROLES for scope in SYSTEM_ROLES[role]} | custom
+    )
+    return Grants(membership_status, frozenset(roles), scopes & ORG_SCOPES, custom)
 
 
 async def unknown_roles(
@@ -170,8 +188,13 @@ async def replace_roles(
     principal_id: uuid.UUID,
     roles: list[str],
     justification: str | None = None,
+    enforce_mfa: bool = True,
 ) -> list[str]:
-    """Set a principal's roles in an org (roles already validated by ``check_assignable``)."""
+    """Set a principal's roles in an org (roles already validated by ``check_assignable``).
+
+    A user without a second factor cannot be granted a role that requires MFA (409); invite
+    acceptance passes ``enforce_mfa=False``: such roles are then held but stay out of force
+    until the user signs in with a second factor (see ``load_grants``)."""
     session = uow.session
     current = set(
         await roles_of(
@@ -185,6 +208,8 @@ async def replace_roles(
         await ensure_other_owner(session, org_id=org.id, excluding_user=principal_id)
     removed = current - target
     added = target - current
+    if principal_type == "user" and enforce_mfa and added:
+        await mfa.check_role_grant(session, org=org, user_id=principal_id, added=added)
     if removed:
         await session.execute(
             delete(RoleAssignment).where(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from userorg.audit import recorder as audit
+from userorg.authn.oauth2 import revoke_client_tokens
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
 from userorg.errors import BadRequest, Conflict, NotFound
@@ -173,6 +174,8 @@ async def set_status(
         return view  # idempotent
     account.status = status
     account.updated_at = utcnow()
+    if status == "disabled":
+        await revoke_client_tokens(uow.session, service_account_id=account.id)
     await uow.session.flush()
     await audit.record(
         uow.session,
@@ -192,6 +195,7 @@ async def delete_service_account(
     await roles_service.remove_all_roles(
         uow.session, org_id=org.id, principal_type=PRINCIPAL_TYPE, principal_id=account.id
     )
+    await revoke_client_tokens(uow.session, service_account_id=account.id)
     account.status = "disabled"
     account.deleted_at = utcnow()
     account.updated_at = utcnow()

@@ -40,12 +40,48 @@ RATE_LIMITED = Counter("userorg_rate_limited_total", "Requests refused by a rate
 BUS_MESSAGES = Counter(
     "userorg_bus_messages_total", "Invalidation bus messages", ["direction", "channel"]
 )
-AUDIT_OUTBOX_BACKLOG = Gauge(
-    "userorg_audit_outbox_backlog", "Audit events committed but not yet acknowledged by the stream"
+
+# Operations issue: what the alert rules and the dashboard in deploy/observability/ read.
+AUTHZ_DECISION_DURATION = Histogram(
+    "userorg_authz_decision_duration_seconds",
+    "Authorization decisions (loading the caller's grants and asking the policy engine), "
+    "by enforcement point and decision",
+    ["enforcement_point", "decision"],
+    buckets=LATENCY_BUCKETS,
 )
-AUDIT_OUTBOX_LAG = Gauge(
-    "userorg_audit_outbox_lag_seconds", "Age of the oldest audit event waiting in the outbox"
+DEPENDENCY_UP = Gauge(
+    "userorg_dependency_up",
+    "1 when the dependency answered the last readiness check, 0 when it did not",
+    ["dependency"],
 )
+OUTBOX_PENDING = Gauge(
+    "userorg_outbox_pending", "Rows waiting in an outbox (not yet delivered)", ["outbox"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "userorg_outbox_oldest_pending_age_seconds",
+    "Age of the oldest row still waiting in an outbox (0 when it is empty)",
+    ["outbox"],
+)
+RECONCILE_RUNS = Counter(
+    "userorg_reconcile_runs_total", "Reconciliation runs by outcome", ["outcome"]
+)
+RECONCILE_DURATION = Histogram(
+    "userorg_reconcile_run_duration_seconds",
+    "Duration of reconciliation runs",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+for _outcome in ("succeeded", "failed"):
+    RECONCILE_RUNS.labels(_outcome)
+POLICY_DECISION_SECONDS = Histogram(
+    "userorg_policy_decision_seconds",
+    "Policy evaluation latency (cache misses; hits cost about a microsecond)",
+    buckets=(0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0),
+)
+POLICY_RELOADS = Counter(
+    "userorg_policy_reloads_total", "Policy hot reloads by outcome", ["outcome"]
+)
+
+# Audit pipeline (the audit outbox's backlog is OUTBOX_PENDING / OUTBOX_OLDEST_AGE{outbox="audit"}).
 AUDIT_RELAY_PUBLISHED = Counter(
     "userorg_audit_relay_published_total", "Audit events acknowledged by the stream"
 )

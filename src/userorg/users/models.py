@@ -24,8 +24,6 @@ class User(Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     status_reason: Mapped[str | None] = mapped_column(String(100), default=None)
     is_platform_admin: Mapped[bool] = mapped_column(default=False)
-    failed_login_count: Mapped[int] = mapped_column(default=0)
-    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     version: Mapped[int] = mapped_column(default=1)

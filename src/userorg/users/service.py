@@ -468,6 +468,9 @@ async def accept_invite(
         principal_id=user.id,
         roles=list(invite.roles),
         justification=f"invite {invite.id}",
+        # Roles that require MFA are held but not in force until the invitee has enrolled
+        # a second factor and signed in with it (docs/authentication.md).
+        enforce_mfa=False,
     )
     invite.status = "accepted"
     invite.accepted_at = utcnow()

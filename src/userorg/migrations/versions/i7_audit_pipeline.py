@@ -1,7 +1,7 @@
 """i7 audit pipeline: outbox, relay lease, exports, checkpoints, signing keys
 
 Revision ID: i7_audit_pipeline
-Revises: 0001
+Revises: i3_authn
 Create Date: 2026-11-25 12:34:44.019581
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i7_audit_pipeline"
-down_revision: str | None = "0001"
+down_revision: str | None = "i3_authn"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
