@@ -49,6 +49,10 @@ def _process_env(env: Env, data_dir: Path, port: int) -> dict[str, str]:
         values["USER_ORG_KEY_PREFIX"] = settings.key_prefix
     if settings.master_key is not None:
         values["USER_ORG_MASTER_KEY"] = settings.master_key.get_secret_value()
+    # The reconciler records audit events like the admin-api: same stream as the service.
+    values["USER_ORG_AUDIT_STREAM"] = settings.effective_audit_stream
+    if settings.kafka_bootstrap_servers:
+        values["USER_ORG_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     return values
 
 
