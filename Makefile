@@ -66,6 +66,7 @@ schema-drift: $(STAMP)
 
 contract: $(STAMP)
 	$(BIN)/userorg openapi --output contracts/openapi.yaml
+	$(BIN)/userorg declarative schema --output docs/schema/declarative-v1.json
 
 contract-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract

@@ -16,6 +16,8 @@ from asgi_lifespan import LifespanManager
 
 from tests.support import services
 from tests.support.api import STRONG_PASSWORD, Env, uid
+from tests.support.kafka import TansuBroker
+from tests.support.openbao import BaoServer
 from tests.support.receiver import WebhookReceiver
 from userorg import migrate
 from userorg.main import create_app
@@ -23,6 +25,7 @@ from userorg.settings import Settings
 from userorg.telemetry.logging import configure_logging
 
 WEBHOOK_SECRET = "test-webhook-secret"
+DECLARATIVE_WEBHOOK_SECRET = "test-declarative-webhook-secret"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
 
 
@@ -33,6 +36,8 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
         "bootstrap_admin_email": "platform-admin@example.com",
         "bootstrap_admin_password": "Sturdy-Operator-Passphrase-9",
         "log_level": "warning",
+        "audit_relay_poll_seconds": 0.1,
+        "audit_relay_lease_seconds": 3,
         # The suite signs in far more often, from one address, than any person would; the
         # login rate limits are exercised by their own tests.
         "login_rate_per_ip_per_minute": 1_000_000,
@@ -44,6 +49,8 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
             redis_url=services.REDIS_URL,
             master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
             key_prefix=f"userorg-test-{uid()}",
+            # Tests that need the Kafka stream ask for it (the ``env`` fixture does).
+            audit_stream="file",
         )
     values.update(overrides)
     return values
@@ -52,6 +59,22 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
 @pytest.fixture(scope="session")
 def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver(WEBHOOK_SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """A real Kafka-compatible broker (tansu) for the whole run."""
+    broker = TansuBroker().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def bao() -> Iterator[BaoServer]:
+    """A real OpenBao dev server with the Transit engine, for the whole run."""
+    server = BaoServer().start()
     yield server
     server.stop()
 
@@ -117,10 +140,16 @@ async def env(
         # Gateway usage and denial audits are flushed by the tests that look at them, never
         # in the background under another test that counts audit rows.
         "gateway_flush_interval_seconds": 300,
+        "declarative_webhook_secret": DECLARATIVE_WEBHOOK_SECRET,
+        "declarative_allow_local_repos": True,
+        "declarative_work_poll_seconds": 0.2,
     }
     if mode == "production":
         services.require_redis()
         overrides["database_url"] = request.getfixturevalue("pg_database")
+        broker: TansuBroker = request.getfixturevalue("kafka_broker")
+        overrides["audit_stream"] = "kafka"
+        overrides["kafka_bootstrap_servers"] = broker.bootstrap
     environment, manager = await start_env(
         mode, base_settings(mode, data_dir, **overrides), receiver
     )

@@ -20,6 +20,8 @@ from userorg.settings import Mode, Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="User & Organization Service")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit trail tools")
 app.add_typer(audit_app, name="audit")
+declarative_app = typer.Typer(no_args_is_help=True, help="Declarative (Git) configuration tools")
+app.add_typer(declarative_app, name="declarative")
 policy_app = typer.Typer(no_args_is_help=True, help="Authorization policy tools")
 app.add_typer(policy_app, name="policy")
 dev_app = typer.Typer(
@@ -270,7 +272,7 @@ def openapi(
 def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platform'")]) -> None:
     """Verify a stored hash chain in the database and name the first bad event."""
     settings = _settings()
-    from userorg.audit.service import verify_stored_chain
+    from userorg.audit.service import verify_checkpoint, verify_stored_chain
     from userorg.container import Container
 
     async def go() -> bool:
@@ -278,8 +280,16 @@ def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platfo
         try:
             async with container.session_factory() as session:
                 result = await verify_stored_chain(session, chain_id=chain)
+                checkpoint_ok = await verify_checkpoint(
+                    session, signer=container.audit_signer, chain_id=chain
+                )
         finally:
             await container.engine.dispose()
+        if checkpoint_ok is False:
+            typer.echo(f"chain {chain}: its retention checkpoint's signature is INVALID", err=True)
+            return False
+        if checkpoint_ok:
+            typer.echo(f"chain {chain}: starts at a valid signed retention checkpoint")
         if result.ok:
             typer.echo(f"chain {chain}: {result.events_checked} events verified")
         else:
@@ -292,6 +302,165 @@ def audit_verify_db(chain: Annotated[str, typer.Argument(help="Org id or 'platfo
 
     if not asyncio.run(go()):
         raise typer.Exit(1)
+
+
+@declarative_app.command("plan")
+def declarative_plan(
+    directory: Annotated[Path, typer.Argument(help="An org folder, or a folder of org folders")],
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Baseline: a directory, or a Git repository (path, file://, https://)",
+        ),
+    ] = None,
+    branch: Annotated[str, typer.Option(help="Branch of the --against repository")] = "main",
+    path: Annotated[
+        str, typer.Option(help="Folder of the org folders inside the --against repository")
+    ] = ".",
+    prune: Annotated[bool, typer.Option(help="Plan deletions as the reconciler would")] = False,
+    output_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Print the plan offline. Exit 0: no change, 2: changes, 1: invalid configuration."""
+    from userorg.declarative.offline import EXIT_INVALID, plan_directory, render
+
+    settings = Settings()
+    try:
+        result = plan_directory(
+            directory,
+            against=against,
+            branch=branch,
+            path=path,
+            prune=prune,
+            max_removal_fraction=settings.declarative_max_removal_fraction,
+            max_file_bytes=settings.declarative_max_file_bytes,
+        )
+    except (FileNotFoundError, NotADirectoryError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(render(result, as_json=output_json))
+    for plan in result.plans:
+        for problem in plan.errors:
+            typer.echo(problem.render(), err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@declarative_app.command("schema")
+def declarative_schema(
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
+) -> None:
+    """Print (or write) the JSON Schema of the declarative YAML format."""
+    import json
+
+    from userorg.declarative.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    export: Annotated[Path, typer.Argument(help="The export file (NDJSON)")],
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Detached signature (64 raw bytes)")
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="Ed25519 public key (PEM); repeat to pass rotated keys (e.g. a checkpoint's)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Verify an export offline: signature, hash chain, continuity. Exit 0 ok, 1 tampered,
+    2 unusable input."""
+    import orjson
+
+    from userorg.audit.signing import load_public_key
+    from userorg.audit.verify import VerifyUsageError, verify_export
+
+    def usage(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    keys = []
+    for path in public_key or []:
+        try:
+            keys.append(load_public_key(path.read_bytes()))
+        except OSError as error:
+            raise usage(f"cannot read public key {path}: {error.strerror}") from None
+        except ValueError as error:
+            raise usage(f"{path} is not an Ed25519 public key in PEM: {error}") from None
+    signature_bytes = None
+    if signature is not None:
+        try:
+            signature_bytes = signature.read_bytes()
+        except OSError as error:
+            raise usage(f"cannot read signature {signature}: {error.strerror}") from None
+    if signature_bytes is not None and not keys:
+        raise usage("--signature needs --public-key to check it")
+    try:
+        report = verify_export(export, signature=signature_bytes, public_keys=keys)
+    except VerifyUsageError as error:
+        raise usage(str(error)) from None
+    if as_json:
+        typer.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        header = report.header
+        typer.echo(
+            f"export {header.get('exportId')} of chain {header.get('chainId')}: "
+            f"{report.events} events, sha256 {report.sha256}"
+        )
+        if report.signature_ok is not None:
+            typer.echo(
+                f"signature: {'valid' if report.signature_ok else 'INVALID'} (key {report.key_id})"
+            )
+        if report.checkpoint_ok is not None:
+            typer.echo(f"checkpoint: {'valid' if report.checkpoint_ok else 'INVALID'}")
+        if report.problem is None:
+            typer.echo(
+                f"chain: intact, seq {header.get('firstSeq')}..{header.get('lastSeq')}, no gaps"
+            )
+        else:
+            problem = report.problem
+            where = f"line {problem.line}"
+            if problem.event_id is not None:
+                where += f", event {problem.event_id}, seq {problem.seq}"
+            typer.echo(f"chain: FAILED at {where}: {problem.kind}: {problem.message}", err=True)
+            if problem.related_event_id is not None:
+                typer.echo(
+                    f"chain: also suspect: line {problem.related_line}, event "
+                    f"{problem.related_event_id}",
+                    err=True,
+                )
+        for note in report.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo("VERIFIED" if report.ok else "VERIFICATION FAILED", err=not report.ok)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("rotate-signing-key")
+def audit_rotate_signing_key() -> None:
+    """Start signing exports with a new key; the old public key stays published (retired)."""
+    settings = _settings()
+    from userorg.container import Container
+
+    async def go() -> None:
+        container = Container(settings)
+        try:
+            await container.audit_signer.start()
+            key = await container.audit_signer.rotate()
+        finally:
+            await container.engine.dispose()
+        typer.echo(f"new audit signing key {key.key_id} ({key.backend})")
+
+    asyncio.run(go())
 
 
 @policy_app.command("test")

@@ -7,8 +7,15 @@ import base64
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
+from userorg.audit.export import ExportWorker
+from userorg.audit.recorder import OUTBOX_WRITTEN
+from userorg.audit.relay import AuditRelay
+from userorg.audit.signing import AuditSigner, LocalSigner, TransitSigner
+from userorg.audit.stream import FileSink, KafkaSink, StreamSink
 from userorg.authn.lockout import LockoutPolicy
 from userorg.authn.mfa import RelyingParty
 from userorg.authn.oauth2 import OAuth2Service
@@ -23,6 +30,8 @@ from userorg.authz.policyset import PolicyConfig
 from userorg.authz.rego import RegoEngine
 from userorg.authz.reloader import PolicyWatcher, policy_check
 from userorg.db import SESSION_COMMIT_HOOK, UnitOfWork, create_engine
+from userorg.declarative.budget import BudgetPolicyPort
+from userorg.declarative.reconcile import ReconcileEngine
 from userorg.gateway.service import Gateway
 from userorg.maintenance import Maintenance
 from userorg.notifications.dispatcher import (
@@ -33,7 +42,7 @@ from userorg.notifications.dispatcher import (
 )
 from userorg.ops import ReadinessCheck, database_check, redis_check
 from userorg.platform.bus import InProcessBus, InvalidationBus, RedisBus
-from userorg.platform.keystore import Keystore, LocalKeystore
+from userorg.platform.keystore import Keystore, LocalKeystore, VaultTransitKeystore
 from userorg.platform.ratelimit import (
     FailOpenRateLimiter,
     InProcessRateLimiter,
@@ -45,9 +54,9 @@ from userorg.telemetry.tracing import Tracing
 
 
 class Container:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, service_name: str = "userorg-admin-api") -> None:
         self.settings = settings
-        self.tracing = Tracing.from_settings(settings, service_name="userorg-admin-api")
+        self.tracing = Tracing.from_settings(settings, service_name=service_name)
         self.engine = create_engine(
             settings.effective_database_url, pool_size=settings.db_pool_size
         )
@@ -55,9 +64,18 @@ class Container:
         self.authz_changes = ChangeTracker(
             invalidate=self._apply_authz_change, publish=self._publish_authz_change
         )
+
+        class _Session(Session):
+            """This container's sessions (lets it watch their commits)."""
+
         self.session_factory = async_sessionmaker(
-            self.engine, expire_on_commit=False, info={TRACKER_KEY: self.authz_changes}
+            self.engine,
+            expire_on_commit=False,
+            info={TRACKER_KEY: self.authz_changes},
+            sync_session_class=_Session,
         )
+        # Wake the audit relay as soon as a transaction that wrote audit events commits.
+        event.listen(_Session, "after_commit", self._after_commit)
         # Reads that may happen while a request holds the writer (key ring reloads, cache
         # misses): a separate pool on SQLite, the same database either way.
         self.read_engine = (
@@ -66,10 +84,19 @@ class Container:
             else self.engine
         )
         self.read_session_factory = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self.vault: Any = None
+        if settings.vault_addr and settings.vault_token:
+            from userorg.platform.vault import make_client
+
+            self.vault = make_client(
+                settings.vault_addr,
+                settings.vault_token.get_secret_value(),
+                timeout=settings.vault_timeout_seconds,
+            )
+        self.keystore: Keystore = _build_keystore(settings, self.vault)
         self.tracing.instrument_engine(self.engine)
         if self.read_engine is not self.engine:
             self.tracing.instrument_engine(self.read_engine)
-        self.keystore: Keystore = _build_keystore(settings)
         self.passwords = PasswordService(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
@@ -127,6 +154,22 @@ class Container:
         else:
             self.bus = InProcessBus()
             self.rate_limiter = InProcessRateLimiter()
+        self.audit_signer: AuditSigner = self._build_signer()
+        self.audit_relay = AuditRelay(
+            session_factory=self.session_factory,
+            read_session_factory=self.read_session_factory,
+            sink=_build_sink(settings),
+            lease_seconds=settings.audit_relay_lease_seconds,
+            batch_size=settings.audit_relay_batch_size,
+            poll_interval=settings.audit_relay_poll_seconds,
+        )
+        self.readiness_checks["auditStream"] = self.audit_relay.readiness
+        self.audit_exports = ExportWorker(
+            session_factory=self.session_factory,
+            read_session_factory=self.read_session_factory,
+            signer=self.audit_signer,
+            poll_interval=max(1.0, settings.audit_relay_poll_seconds),
+        )
         self.maintenance = Maintenance(self)
         self.gateway_engine = (
             self.read_engine
@@ -158,9 +201,46 @@ class Container:
                 SESSION_COMMIT_HOOK: self.gateway.publish_session_changes,
             }
         )
+        # Set by the budgets capability; until then declared budget policies are reported as
+        # not applied (see declarative/budget.py).
+        self.budget_policies: BudgetPolicyPort | None = None
+        self._declarative: ReconcileEngine | None = None
+
+    @property
+    def declarative(self) -> ReconcileEngine:
+        """The reconcile engine (plans and dry runs in the admin-api; the worker's core)."""
+        if self._declarative is None:
+            from userorg.declarative.factory import build_engine
+            from userorg.declarative.worker import reconciler_id
+
+            self._declarative = build_engine(
+                self.settings,
+                session_factory=self.session_factory,
+                budgets=self.budget_policies,
+                owner=reconciler_id(),
+                publish=self.bus.publish,
+            )
+        return self._declarative
+
+    def _build_signer(self) -> AuditSigner:
+        if self.settings.effective_audit_signer == "vault":
+            return TransitSigner(
+                self.vault,
+                mount=self.settings.vault_transit_mount,
+                key_name=self.settings.vault_audit_key,
+            )
+        return LocalSigner(
+            session_factory=self.session_factory,
+            read_session_factory=self.read_session_factory,
+            keystore=self.keystore,
+        )
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(OUTBOX_WRITTEN, False):
+            self.audit_relay.wake()
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory)
+        return UnitOfWork(self.session_factory, publish=self.bus.publish)
 
     def _apply_authz_change(self, change: Change) -> None:
         if change.all:
@@ -171,7 +251,8 @@ class Container:
     async def _publish_authz_change(self, message: dict[str, Any]) -> None:
         await self.bus.publish(AUTHZ_CHANNEL, message)
 
-    async def start(self) -> None:
+    async def start(self, *, background: bool = True) -> None:
+        """``background=False`` (the reconciler): decisions and the bus, no admin-api jobs."""
         # The policy first: a service that cannot decide must not start (fail closed).
         self.policy_engine.load()
         self.bus.subscribe(
@@ -179,8 +260,13 @@ class Container:
         )
         self.bus.on_reset(self.policy_engine.clear_cache)
         await self.bus.start()
+        if not background:
+            return
         await self.tokens.ensure_active_key()
+        await self.audit_signer.start()
         self.notifier.start()
+        self.audit_relay.start()
+        self.audit_exports.start()
         self.maintenance.start()
         self.policy_watcher.start()
         self.gateway.start()
@@ -191,6 +277,8 @@ class Container:
         if isinstance(self.policy_engine, RemoteOpaEngine):
             await self.policy_engine.close()
         await self.maintenance.stop()
+        await self.audit_exports.stop()
+        await self.audit_relay.stop()
         await self.notifier.stop()
         await self.bus.stop()
         if self.redis is not None:
@@ -250,7 +338,11 @@ def _build_policy_engine(settings: Settings) -> RegoEngine | RemoteOpaEngine:
     )
 
 
-def _build_keystore(settings: Settings) -> Keystore:
+def _build_keystore(settings: Settings, vault: Any) -> Keystore:
+    if settings.keystore == "vault":
+        return VaultTransitKeystore(
+            vault, mount=settings.vault_transit_mount, key_name=settings.vault_keystore_key
+        )
     if settings.master_key is not None:
         return LocalKeystore(base64.b64decode(settings.master_key.get_secret_value()))
     return LocalKeystore.from_directory(settings.key_dir)
@@ -264,3 +356,14 @@ def _build_sender(settings: Settings) -> Sender:
             settings.notify_webhook_url, secret.get_secret_value() if secret else None
         )
     return LogSender()
+
+
+def _build_sink(settings: Settings) -> StreamSink:
+    if settings.effective_audit_stream == "kafka":
+        assert settings.kafka_bootstrap_servers is not None
+        return KafkaSink(
+            settings.kafka_bootstrap_servers,
+            settings.audit_topic,
+            message_timeout_seconds=settings.audit_relay_lease_seconds / 3,
+        )
+    return FileSink(settings.effective_audit_stream_file)

@@ -190,19 +190,39 @@ AfterCommit = Callable[[], Awaitable[None]]
 # A session factory may carry, in its ``info``, a hook run after every unit-of-work commit with
 # the committed session (the gateway publishes cache invalidations noted during the flushes).
 SESSION_COMMIT_HOOK = "userorg.commit_hook"
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class UnitOfWork:
     """One database transaction plus the work to run once it has committed."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], *, publish: Publish | None = None
+    ) -> None:
         self.session: AsyncSession = session_factory()
         # Lets session-level hooks (authz cache invalidation) run work after this commit.
         self.session.info["userorg.uow"] = self
         self._after_commit: list[AfterCommit] = []
+        self._publish = publish
+        self._published: set[tuple[str, str]] = set()
 
     def after_commit(self, callback: AfterCommit) -> None:
         self._after_commit.append(callback)
+
+    def publish_after_commit(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` on the bus once the transaction has committed (once per message)."""
+        publish = self._publish
+        if publish is None:
+            return
+        key = (channel, repr(sorted(message.items())))
+        if key in self._published:
+            return
+        self._published.add(key)
+
+        async def send() -> None:
+            await publish(channel, message)
+
+        self.after_commit(send)
 
     async def commit(self) -> None:
         await self.session.commit()
@@ -211,6 +231,7 @@ class UnitOfWork:
         if hook is not None:
             sync_session = self.session.sync_session
             callbacks.insert(0, lambda: hook(sync_session))
+        self._published = set()
         for callback in callbacks:
             try:
                 await callback()
@@ -219,6 +240,7 @@ class UnitOfWork:
 
     async def rollback(self) -> None:
         self._after_commit = []
+        self._published = set()
         await self.session.rollback()
 
     async def close(self) -> None:

@@ -590,12 +590,21 @@ def up(
     }
     kafka = f"127.0.0.1:{stack.services['tansu'].port}"
     bao = f"http://127.0.0.1:{stack.services['openbao'].port}"
+    # The audit stream goes to the stack's Kafka; exports and retention checkpoints are signed
+    # by its OpenBao Transit key. Secrets at rest stay on the master key: the dev OpenBao keeps
+    # its keys in memory only, and a restarted stack must still read what it encrypted.
+    values.update(
+        {
+            "USER_ORG_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "USER_ORG_VAULT_ADDR": bao,
+            "USER_ORG_VAULT_TOKEN": secret["openbaoToken"],
+            "USER_ORG_AUDIT_SIGNER": "vault",
+        }
+    )
     notes = [
-        "# Kafka (tansu) and OpenBao are running, but this release of the service has no",
-        "# settings for them yet (they arrive with the audit issue). Their coordinates:",
-        f"#   Kafka bootstrap servers: {kafka}   topics: {', '.join(TOPICS)}",
-        f"#   OpenBao address: {bao}   root token: {secret['openbaoToken']}",
-        f"#   Transit keys: {', '.join(f'{k} ({t})' for k, t in TRANSIT_KEYS.items())}",
+        f"# Kafka topics: {', '.join(TOPICS)}",
+        f"# Transit keys: {', '.join(f'{k} ({t})' for k, t in TRANSIT_KEYS.items())}",
+        "# The dev OpenBao is in memory: after dev-down/dev-up the audit signing key is new.",
         "# Tracing: set USER_ORG_OTLP_ENDPOINT=http://<collector>:4318 to export spans.",
     ]
     stack.env = values

@@ -18,6 +18,7 @@ from userorg.authn.api import router as authn_router
 from userorg.authz.api import router as policy_router
 from userorg.bootstrap import announce, ensure_platform_admin
 from userorg.container import Container
+from userorg.declarative.api import router as declarative_router
 from userorg.errors_http import install_error_handlers
 from userorg.gateway.api import router as gateway_router
 from userorg.gateway.http import FastPath
@@ -47,6 +48,7 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("POST", "/v1/declarative/webhook"),
         # The gateway: the credential to judge is in the body (an invalid one is a 200 deny);
         # USER_ORG_GATEWAY_SHARED_SECRET restricts who may ask.
         ("POST", "/v1/auth/validate-api-key"),
@@ -134,6 +136,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         api_keys_router,
         gateway_router,
         audit_router,
+        declarative_router,
         policy_router,
         ops_router(_checks),
     ):

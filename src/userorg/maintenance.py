@@ -1,7 +1,8 @@
 """Periodic housekeeping in the admin-api process: purging deleted orgs, rotating token-signing
-keys on schedule, dropping expired challenges and revocation entries (and, as capabilities
-arrive, expiring reservations, audit retention). Every job is idempotent, so replicas may all
-run it; PostgreSQL row locks keep two replicas from purging the same org twice."""
+keys on schedule, dropping expired challenges and revocation entries, and purging expired audit
+events (sealed by a signed checkpoint first; see ``audit.retention``). Every job is idempotent,
+so replicas may all run it; PostgreSQL row locks keep two replicas from purging the same org
+twice, and a unique checkpoint per (chain, seq) keeps them from sealing twice."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from userorg.audit.retention import purge_expired
 from userorg.authn.maintenance import purge_expired_auth_records
 from userorg.orgs.service import purge_due_orgs
 
@@ -46,7 +48,18 @@ class Maintenance:
         )
         async with self._container.uow() as uow:
             expired = await purge_expired_auth_records(uow.session)
-        return {"orgsPurged": len(purged), "signingKeysChanged": int(rotated), **expired}
+        retention = await purge_expired(
+            session_factory=self._container.session_factory,
+            signer=self._container.audit_signer,
+            retention_days=settings.audit_retention_days,
+        )
+        return {
+            "orgsPurged": len(purged),
+            "signingKeysChanged": int(rotated),
+            **expired,
+            "auditChainsSealed": retention.chains_sealed,
+            "auditEventsPurged": retention.events_purged,
+        }
 
     async def _loop(self) -> None:
         interval = self._container.settings.maintenance_interval_seconds

@@ -1,11 +1,20 @@
 """Every table, imported once so that metadata (Alembic, schema drift) sees them all."""
 
 from userorg.apikeys.models import ApiKey
-from userorg.audit.models import AuditChainHead, AuditEvent
+from userorg.audit.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditExport,
+    AuditOutbox,
+    AuditSigningKey,
+)
 from userorg.authn.models import RefreshToken, Session, SigningKey
 from userorg.db import Base
+from userorg.declarative.models import DeclarativeRevision, DeclarativeRun, DeclarativeState
 from userorg.notifications.models import Notification
 from userorg.orgs.models import Organization
+from userorg.platform.leases import LeaseRow
 from userorg.roles.models import CustomRole, RoleAssignment
 from userorg.serviceaccounts.models import ServiceAccount
 from userorg.users.models import Invite, Membership, User
@@ -13,10 +22,18 @@ from userorg.users.models import Invite, Membership, User
 __all__ = [
     "ApiKey",
     "AuditChainHead",
+    "AuditCheckpoint",
     "AuditEvent",
+    "AuditExport",
+    "AuditOutbox",
+    "AuditSigningKey",
     "Base",
     "CustomRole",
+    "DeclarativeRevision",
+    "DeclarativeRun",
+    "DeclarativeState",
     "Invite",
+    "LeaseRow",
     "Membership",
     "Notification",
     "Organization",

@@ -23,6 +23,9 @@ from userorg.telemetry.metrics import DEPENDENCY_UP
 class CheckResult:
     up: bool
     detail: dict[str, Any]
+    # An optional dependency (the audit stream) that is down is reported as "degraded" and
+    # does not make the process unready: requests keep working without it.
+    required: bool = True
 
 
 ReadinessCheck = Callable[[], Awaitable[CheckResult]]
@@ -59,12 +62,15 @@ async def run_checks(checks: dict[str, ReadinessCheck]) -> tuple[bool, dict[str,
     names = list(checks)
     results = await asyncio.gather(*(checks[name]() for name in names))
     report = {
-        name: {"status": "up" if result.up else "down", **result.detail}
+        name: {
+            "status": "up" if result.up else ("down" if result.required else "degraded"),
+            **result.detail,
+        }
         for name, result in zip(names, results, strict=True)
     }
     for name, result in zip(names, results, strict=True):
         DEPENDENCY_UP.labels(name).set(1 if result.up else 0)
-    return all(result.up for result in results), report
+    return all(result.up or not result.required for result in results), report
 
 
 def ops_router(get_checks: Callable[[Request], dict[str, ReadinessCheck]]) -> APIRouter:

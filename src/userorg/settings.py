@@ -38,8 +38,14 @@ class Settings(BaseSettings):
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = None
-    keystore: Literal["local"] = "local"
+    keystore: Literal["local", "vault"] = "local"
     master_key: SecretStr | None = None
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_transit_mount: str = Field(default="transit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_keystore_key: str = Field(default="userorg-keystore", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_audit_key: str = Field(default="userorg-audit-signing", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vault_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     key_prefix: str = Field(default="userorg", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     bind_host: str = "127.0.0.1"
@@ -85,9 +91,38 @@ class Settings(BaseSettings):
     notify_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
     notify_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    audit_stream: Literal["auto", "file", "kafka"] = "auto"
+    audit_stream_file: Path | None = None
+    kafka_bootstrap_servers: str | None = None
+    audit_topic: str = Field(default="audit.identity", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    audit_relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    audit_relay_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    audit_relay_lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    audit_signer: Literal["auto", "local", "vault"] = "auto"
+    audit_export_max_window_days: int = Field(default=366, ge=1, le=3660)
+    audit_retention_days: int = Field(default=400, ge=1, le=36_500)
+
     org_purge_retention_hours: int = Field(default=30 * 24, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    declarative_poll_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    declarative_work_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    declarative_concurrency: int = Field(default=4, ge=1, le=64)
+    declarative_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    declarative_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
+    declarative_retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    declarative_stop_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    declarative_fetch_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    declarative_max_removal_fraction: float = Field(default=0.25, ge=0, le=1)
+    declarative_max_files: int = Field(default=50, ge=1, le=10_000)
+    declarative_max_file_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    declarative_webhook_secret: SecretStr | None = None
+    declarative_git_token: SecretStr | None = None
+    declarative_git_username: str = Field(default="x-access-token", min_length=1, max_length=100)
+    declarative_git_ca_bundle: Path | None = None
+    declarative_allow_local_repos: bool | None = None
+    declarative_cache_dir: Path | None = None
+    declarative_run_history: int = Field(default=200, ge=1, le=100_000)
     policy_dir: Path | None = None
     policy_reload_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     policy_decision_ttl_seconds: int = Field(default=60, ge=0, le=3600)
@@ -141,7 +176,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value or None
 
-    @field_validator("notify_webhook_url", "redis_url", "otlp_endpoint")
+    @field_validator(
+        "notify_webhook_url", "redis_url", "otlp_endpoint", "vault_addr", "kafka_bootstrap_servers"
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
@@ -190,6 +227,26 @@ class Settings(BaseSettings):
                 "USER_ORG_API_KEY_DEFAULT_GRACE_SECONDS: must not exceed "
                 "USER_ORG_API_KEY_MAX_GRACE_SECONDS"
             )
+        if (
+            self.declarative_git_ca_bundle is not None
+            and not self.declarative_git_ca_bundle.is_file()
+        ):
+            raise ValueError("USER_ORG_DECLARATIVE_GIT_CA_BUNDLE: no such file")
+        if self.keystore == "vault" and not (self.vault_addr and self.vault_token):
+            raise ValueError(
+                "USER_ORG_VAULT_ADDR: USER_ORG_KEYSTORE=vault needs USER_ORG_VAULT_ADDR and "
+                "USER_ORG_VAULT_TOKEN"
+            )
+        if self.effective_audit_signer == "vault" and not (self.vault_addr and self.vault_token):
+            raise ValueError(
+                "USER_ORG_VAULT_ADDR: USER_ORG_AUDIT_SIGNER=vault needs USER_ORG_VAULT_ADDR and "
+                "USER_ORG_VAULT_TOKEN"
+            )
+        if self.effective_audit_stream == "kafka" and not self.kafka_bootstrap_servers:
+            raise ValueError(
+                "USER_ORG_KAFKA_BOOTSTRAP_SERVERS: the audit stream goes to Kafka (production "
+                "mode or USER_ORG_AUDIT_STREAM=kafka) and needs host:port[,host:port]"
+            )
         if not self.webauthn_origin_list or not all(
             o.startswith(("https://", "http://")) for o in self.webauthn_origin_list
         ):
@@ -225,6 +282,35 @@ class Settings(BaseSettings):
     @property
     def key_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def git_cache_dir(self) -> Path:
+        return self.declarative_cache_dir or self.data_dir / "git"
+
+    @property
+    def local_repos_allowed(self) -> bool:
+        """Local paths and ``file://`` repos: on in embedded mode, opt-in in production."""
+        if self.declarative_allow_local_repos is not None:
+            return self.declarative_allow_local_repos
+        return self.mode is Mode.EMBEDDED
+
+    @property
+    def effective_audit_stream(self) -> str:
+        """``auto``: Kafka in production, a local JSONL file in embedded mode."""
+        if self.audit_stream == "auto":
+            return "kafka" if self.mode is Mode.PRODUCTION else "file"
+        return self.audit_stream
+
+    @property
+    def effective_audit_stream_file(self) -> Path:
+        return self.audit_stream_file or self.data_dir / "audit" / f"{self.audit_topic}.jsonl"
+
+    @property
+    def effective_audit_signer(self) -> str:
+        """``auto``: Vault/OpenBao Transit when an address is configured, else a local key."""
+        if self.audit_signer == "auto":
+            return "vault" if self.vault_addr else "local"
+        return self.audit_signer
 
     @property
     def mfa_step_up_scope_set(self) -> frozenset[str]:

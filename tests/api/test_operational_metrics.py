@@ -61,7 +61,9 @@ async def test_readiness_sets_one_gauge_per_dependency(env: Env) -> None:
     assert response.status_code == 200
     checks: dict[str, Any] = response.json()["checks"]
     expected = (
-        {"database", "policy", "redis"} if env.mode == "production" else {"database", "policy"}
+        {"database", "policy", "redis", "auditStream"}
+        if env.mode == "production"
+        else {"database", "policy", "auditStream"}
     )
     assert set(checks) == expected
     for name in expected:

@@ -1,5 +1,8 @@
 """Append audit events to the per-org hash chain inside the caller's transaction.
 
+The same transaction writes an outbox row, which the relay (``audit.relay``) streams to Kafka
+or a JSONL file after the commit: an event is streamed if and only if it was committed.
+
 Each event's hash covers every field and the previous event's hash, so altering, removing,
 inserting or reordering a stored event breaks the chain (see ``audit.chain``). Appends to one
 chain are serialised by a row lock on its head (PostgreSQL) or by SQLite's single writer.
@@ -17,12 +20,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from userorg.audit.chain import GENESIS_HASH, event_hash
-from userorg.audit.models import AuditChainHead, AuditEvent
+from userorg.audit.models import AuditChainHead, AuditEvent, AuditOutbox
 from userorg.audit.redaction import redact
 from userorg.context import Actor, current_request
 from userorg.db import new_id, utcnow
 
 PLATFORM_CHAIN = "platform"
+# Set on a session that wrote audit events; the container wakes the relay after its commit.
+OUTBOX_WRITTEN = "userorg.audit.outbox_pending"
 
 
 def chain_id_for(org_id: uuid.UUID | None) -> str:
@@ -91,6 +96,13 @@ async def record(
     head.last_seq = event.seq
     head.last_hash = event.hash
     session.add(event)
+    # The transactional outbox: the relay streams the event once this transaction commits.
+    session.add(
+        AuditOutbox(
+            event_id=event.id, chain_id=chain_id, seq=event.seq, created_at=event.occurred_at
+        )
+    )
+    session.info[OUTBOX_WRITTEN] = True
     return event
 
 

@@ -13,6 +13,7 @@ from userorg.audit import recorder as audit
 from userorg.authn.principal import Principal
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
+from userorg.declarative import managed
 from userorg.errors import Conflict, ValidationFailed
 from userorg.orgs.models import Organization
 from userorg.orgs.schemas import OrgCreate, OrgUpdate
@@ -68,6 +69,7 @@ async def create_org(uow: UnitOfWork, *, actor: Actor, data: OrgCreate) -> Organ
     )
     session.add(org)
     await session.flush()
+    await managed.config_changed(uow, org=org, actor=actor)
     await audit.record(
         session,
         action="api:organization:create",
@@ -121,8 +123,27 @@ async def list_orgs(
 async def update_org(
     uow: UnitOfWork, *, actor: Actor, org: Organization, data: OrgUpdate
 ) -> Organization:
-    changes: dict[str, Any] = {}
     fields = data.model_fields_set
+    touched = set()
+    if "name" in fields and data.name is not None and data.name != org.name:
+        touched.add("name")
+    if (
+        "billing_owner_email" in fields
+        and data.billing_owner_email is not None
+        and data.billing_owner_email != org.billing_owner_email
+    ):
+        touched.add("billingOwnerEmail")
+    if (
+        "mfa_required_roles" in fields
+        and data.mfa_required_roles is not None
+        and sorted(set(data.mfa_required_roles)) != sorted(org.mfa_required_roles or [])
+    ):
+        touched.add("mfaRequiredRoles")
+    if touched:
+        await managed.check_api_change(
+            uow, org=org, actor=actor, subject="organization", fields=touched
+        )
+    changes: dict[str, Any] = {}
     if "name" in fields and data.name is not None and data.name != org.name:
         changes["name"] = data.name
         org.name = data.name
@@ -144,6 +165,7 @@ async def update_org(
         if value != org.declarative:
             changes["declarative"] = value
             org.declarative = value
+            await managed.config_changed(uow, org=org, actor=actor)
     if changes:
         org.updated_at = utcnow()
         await uow.session.flush()
@@ -227,6 +249,7 @@ async def restore_org(uow: UnitOfWork, *, actor: Actor, org: Organization) -> Or
 async def delete_org(
     uow: UnitOfWork, *, actor: Actor, org: Organization, retention_hours: int
 ) -> Organization:
+    await managed.ensure_not_reconciling(uow.session, org=org)
     return await _set_status(
         uow,
         actor=actor,

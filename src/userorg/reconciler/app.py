@@ -1,39 +1,51 @@
-"""The reconciler process (port 8082). It serves health, readiness and metrics; the Git
-reconciliation worker arrives with the declarative issue and runs inside this lifespan."""
+"""The reconciler process (port 8082): the Git reconciliation worker, its status endpoint,
+health, readiness and metrics."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from userorg import __version__
-from userorg.db import create_engine
+from userorg.container import Container
+from userorg.declarative import service
+from userorg.declarative.factory import build_engine
+from userorg.declarative.schemas import ReconcilerStatusRead
+from userorg.declarative.worker import Reconciler, reconciler_id
+from userorg.deps import AuthContext, UoW, require
 from userorg.errors_http import install_error_handlers
 from userorg.middleware import RequestContextMiddleware
-from userorg.ops import ReadinessCheck, database_check, ops_router
+from userorg.ops import ReadinessCheck, ops_router
 from userorg.settings import Settings
-from userorg.telemetry.tracing import Tracing
 
 
-def create_reconciler_app(settings: Settings) -> FastAPI:
-    # The worker uses ``app.state.tracing`` with ``telemetry.reconcile.reconcile_run``, which
-    # opens the ``identity.reconcile.run`` span and counts the run for the alert rules.
-    tracing = Tracing.from_settings(settings, service_name="userorg-reconciler")
-    engine: AsyncEngine = create_engine(settings.effective_database_url, pool_size=2)
-    tracing.instrument_engine(engine)
-    checks: dict[str, ReadinessCheck] = {"database": database_check(engine)}
+def create_reconciler_app(settings: Settings, *, run_worker: bool = True) -> FastAPI:
+    # Each run opens the ``identity.reconcile.run`` span and counts itself in
+    # ``userorg_reconcile_runs_total`` (what the alert rules read).
+    container = Container(settings, service_name="userorg-reconciler")
+    tracing = container.tracing
+    engine = build_engine(
+        settings,
+        session_factory=container.session_factory,
+        budgets=container.budget_policies,
+        owner=reconciler_id(),
+        publish=container.bus.publish,
+        tracing=tracing,
+    )
+    reconciler = Reconciler(engine, bus=container.bus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.start(background=False)
+        if run_worker:
+            reconciler.start()
         try:
             yield
         finally:
-            await engine.dispose()
-            await asyncio.to_thread(tracing.shutdown)
+            await reconciler.stop()
+            await container.stop()
 
     app = FastAPI(
         title="userorg reconciler",
@@ -44,10 +56,33 @@ def create_reconciler_app(settings: Settings) -> FastAPI:
         openapi_url=None,
         telemetry=tracing.fastapi_config(),
     )
+    app.state.container = container
     app.state.tracing = tracing
+    app.state.reconciler = reconciler
 
     def get_checks(_request: Request) -> dict[str, ReadinessCheck]:
-        return checks
+        return container.readiness_checks
+
+    @app.get(
+        "/v1/reconcile/status/{orgId}",
+        response_model=ReconcilerStatusRead,
+        summary="The org's reconciliation status as this reconciler sees it",
+    )
+    async def reconcile_status(
+        uow: UoW, ctx: AuthContext = require("declarative:read")
+    ) -> ReconcilerStatusRead:
+        org = ctx.org_required
+        document = await service.status(uow.session, org=org)
+        outcome = reconciler.last_outcomes.get(org.id)
+        return ReconcilerStatusRead.model_validate(
+            {
+                **document,
+                "reconcilerId": reconciler.engine.owner,
+                "inFlight": org.id in reconciler.in_flight,
+                "queueDepth": reconciler.queue_depth,
+                "lastOutcome": outcome.result if outcome else None,
+            }
+        )
 
     install_error_handlers(app)
     app.include_router(ops_router(get_checks))

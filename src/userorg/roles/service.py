@@ -15,6 +15,7 @@ from userorg.authn.principal import Principal
 from userorg.authz.catalogue import ORG_SCOPES, ORG_SYSTEM_ROLES, OWNER_ROLE, SYSTEM_ROLES
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
+from userorg.declarative.managed import check_api_change
 from userorg.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from userorg.orgs.models import Organization
 from userorg.roles.models import CustomRole, RoleAssignment
@@ -191,13 +192,20 @@ async def replace_roles(
     principal_id: uuid.UUID,
     roles: list[str],
     justification: str | None = None,
+    source: str = "api",
+    metadata: dict[str, object] | None = None,
+    check_managed: bool = True,
     enforce_mfa: bool = True,
 ) -> list[str]:
     """Set a principal's roles in an org (roles already validated by ``check_assignable``).
 
     A user without a second factor cannot be granted a role that requires MFA (409); invite
     acceptance passes ``enforce_mfa=False``: such roles are then held but stay out of force
-    until the user signs in with a second factor (see ``load_grants``)."""
+    until the user signs in with a second factor (see ``load_grants``).
+
+    ``source`` is the audit tag's first part (``declarative`` when the reconciler applies Git);
+    ``metadata`` is added to the audit event. API changes are checked against declarative
+    management (``check_managed``) before anything is written."""
     session = uow.session
     current = set(
         await roles_of(
@@ -207,6 +215,12 @@ async def replace_roles(
     target = set(roles)
     if current == target:
         return sorted(target)
+    if source == "api" and check_managed:
+        from userorg.declarative.managed import check_principal_roles_change
+
+        await check_principal_roles_change(
+            uow, org=org, actor=actor, principal_type=principal_type, principal_id=principal_id
+        )
     if principal_type == "user" and OWNER_ROLE in current and OWNER_ROLE not in target:
         await ensure_other_owner(session, org_id=org.id, excluding_user=principal_id)
     removed = current - target
@@ -237,12 +251,13 @@ async def replace_roles(
     await session.flush()
     await audit.record(
         session,
-        action=f"api:{principal_type}:roles_update",
+        action=f"{source}:{principal_type}:roles_update",
         actor=actor,
         org_id=org.id,
         target_type=principal_type,
         target_id=principal_id,
         metadata={
+            **(metadata or {}),
             "added": sorted(added),
             "removed": sorted(removed),
             "roles": sorted(target),
@@ -329,6 +344,9 @@ async def create_custom_role(
     actor_is_platform_admin: bool,
     data: RoleCreate,
 ) -> CustomRole:
+    await check_api_change(
+        uow, org=org, actor=actor, subject="role", key=data.name, action="create"
+    )
     if data.name in SYSTEM_ROLES:
         raise Conflict(
             "The name belongs to a system role", code="role_exists", details={"role": data.name}
@@ -376,6 +394,19 @@ async def update_custom_role(
     actor_is_platform_admin: bool,
     data: RoleUpdate,
 ) -> CustomRole:
+    touched = set()
+    if "description" in data.model_fields_set and data.description != role.description:
+        touched.add("description")
+    if (
+        "scopes" in data.model_fields_set
+        and data.scopes is not None
+        and sorted(set(data.scopes)) != sorted(role.scopes or [])
+    ):
+        touched.add("scopes")
+    if touched:
+        await check_api_change(
+            uow, org=org, actor=actor, subject="role", key=role.name, fields=touched
+        )
     changes: dict[str, object] = {}
     if "description" in data.model_fields_set and data.description != role.description:
         changes["description"] = data.description
@@ -404,6 +435,9 @@ async def update_custom_role(
 async def delete_custom_role(
     uow: UnitOfWork, *, actor: Actor, org: Organization, role: CustomRole
 ) -> None:
+    await check_api_change(
+        uow, org=org, actor=actor, subject="role", key=role.name, action="delete"
+    )
     session = uow.session
     holders = (
         await session.execute(

@@ -13,6 +13,7 @@ from userorg.audit import recorder as audit
 from userorg.authn.oauth2 import revoke_client_tokens
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
+from userorg.declarative.managed import check_api_change
 from userorg.errors import BadRequest, Conflict, NotFound
 from userorg.orgs.models import Organization
 from userorg.orgs.service import parse_uuid
@@ -53,6 +54,9 @@ async def create_service_account(
     roles: list[str],
 ) -> ServiceAccountView:
     session = uow.session
+    await check_api_change(
+        uow, org=org, actor=actor, subject="service_account", key=name, action="create"
+    )
     if await _name_taken(session, org.id, name):
         raise Conflict(
             "A service account with this name exists", code="name_taken", details={"name": name}
@@ -139,6 +143,15 @@ async def update_service_account(
     data: ServiceAccountUpdate,
 ) -> ServiceAccountView:
     account = view.account
+    touched = set()
+    if data.name is not None and data.name != account.name:
+        touched.add("name")
+    if "description" in data.model_fields_set and data.description != account.description:
+        touched.add("description")
+    if touched:
+        await check_api_change(
+            uow, org=org, actor=actor, subject="service_account", key=account.name, fields=touched
+        )
     changes: dict[str, object] = {}
     if data.name is not None and data.name != account.name:
         if await _name_taken(uow.session, org.id, data.name):
@@ -168,11 +181,27 @@ async def update_service_account(
 
 
 async def set_status(
-    uow: UnitOfWork, *, actor: Actor, org: Organization, view: ServiceAccountView, status: str
+    uow: UnitOfWork,
+    *,
+    actor: Actor,
+    org: Organization,
+    view: ServiceAccountView,
+    status: str,
+    source: str = "api",
+    metadata: dict[str, object] | None = None,
 ) -> ServiceAccountView:
     account = view.account
     if account.status == status:
         return view  # idempotent
+    if source == "api":
+        await check_api_change(
+            uow,
+            org=org,
+            actor=actor,
+            subject="service_account",
+            key=account.name,
+            fields={"status"},
+        )
     account.status = status
     account.updated_at = utcnow()
     if status == "disabled":
@@ -180,19 +209,30 @@ async def set_status(
     await uow.session.flush()
     await audit.record(
         uow.session,
-        action=f"api:service_account:{'disable' if status == 'disabled' else 'enable'}",
+        action=f"{source}:service_account:{'disable' if status == 'disabled' else 'enable'}",
         actor=actor,
         org_id=org.id,
         target_type=PRINCIPAL_TYPE,
         target_id=account.id,
+        metadata=metadata,
     )
     return view
 
 
 async def delete_service_account(
-    uow: UnitOfWork, *, actor: Actor, org: Organization, view: ServiceAccountView
+    uow: UnitOfWork,
+    *,
+    actor: Actor,
+    org: Organization,
+    view: ServiceAccountView,
+    source: str = "api",
+    metadata: dict[str, object] | None = None,
 ) -> None:
     account = view.account
+    if source == "api":
+        await check_api_change(
+            uow, org=org, actor=actor, subject="service_account", key=account.name, action="delete"
+        )
     await roles_service.remove_all_roles(
         uow.session, org_id=org.id, principal_type=PRINCIPAL_TYPE, principal_id=account.id
     )
@@ -211,10 +251,10 @@ async def delete_service_account(
     await uow.session.flush()
     await audit.record(
         uow.session,
-        action="api:service_account:delete",
+        action=f"{source}:service_account:delete",
         actor=actor,
         org_id=org.id,
         target_type=PRINCIPAL_TYPE,
         target_id=account.id,
-        metadata={"name": account.name},
+        metadata={**(metadata or {}), "name": account.name},
     )

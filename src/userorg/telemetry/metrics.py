@@ -85,6 +85,31 @@ POLICY_DECISION_SECONDS = Histogram(
 POLICY_RELOADS = Counter(
     "userorg_policy_reloads_total", "Policy hot reloads by outcome", ["outcome"]
 )
+RECONCILE_DRIFT = Counter(
+    "userorg_reconcile_drift_items_total",
+    "Drift items found (changes outside Git to managed fields), by what happened to them",
+    ["action"],
+)
+RECONCILE_QUEUE_DEPTH = Gauge(
+    "userorg_reconcile_queue_depth", "Orgs due for reconciliation and not yet started"
+)
+RECONCILE_IN_FLIGHT = Gauge("userorg_reconcile_in_flight", "Reconciliations running now")
+DECLARATIVE_WEBHOOKS = Counter(
+    "userorg_declarative_webhooks_total", "Declarative webhook deliveries by outcome", ["outcome"]
+)
+
+# Audit pipeline (the audit outbox's backlog is OUTBOX_PENDING / OUTBOX_OLDEST_AGE{outbox="audit"}).
+AUDIT_RELAY_PUBLISHED = Counter(
+    "userorg_audit_relay_published_total", "Audit events acknowledged by the stream"
+)
+AUDIT_RELAY_FAILURES = Counter(
+    "userorg_audit_relay_failures_total", "Relay iterations that failed (stream or database)"
+)
+AUDIT_RELAY_LEADER = Gauge(
+    "userorg_audit_relay_leader", "1 while this process holds the audit relay lease"
+)
+AUDIT_EXPORTS = Counter("userorg_audit_exports_total", "Audit exports by outcome", ["outcome"])
+AUDIT_PURGED = Counter("userorg_audit_events_purged_total", "Audit events purged by retention")
 
 
 class _GatewayStats(Collector):

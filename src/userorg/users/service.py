@@ -17,6 +17,7 @@ from userorg.authz.catalogue import OWNER_ROLE
 from userorg.context import Actor
 from userorg.crypto import random_token, sha256_hex
 from userorg.db import UnitOfWork, utcnow
+from userorg.declarative.managed import check_api_change
 from userorg.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from userorg.notifications import service as notifications
 from userorg.orgs.models import Organization
@@ -233,6 +234,9 @@ async def restore_member(
 async def remove_member(
     uow: UnitOfWork, *, actor: Actor, org: Organization, member: Member
 ) -> None:
+    await check_api_change(
+        uow, org=org, actor=actor, subject="member", key=member.user.email, action="delete"
+    )
     if OWNER_ROLE in member.roles:
         await roles_service.ensure_other_owner(
             uow.session, org_id=org.id, excluding_user=member.user.id
@@ -276,6 +280,9 @@ async def create_invite(
     wake_notifier: Any = None,
 ) -> Invite:
     session = uow.session
+    await check_api_change(
+        uow, org=org, actor=actor, subject="member", key=data.email, action="create"
+    )
     existing_user = (
         await session.execute(select(User).where(User.email == data.email))
     ).scalar_one_or_none()
@@ -477,6 +484,7 @@ async def accept_invite(
         principal_id=user.id,
         roles=list(invite.roles),
         justification=f"invite {invite.id}",
+        check_managed=False,  # checked when the invite was created
         # Roles that require MFA are held but not in force until the invitee has enrolled
         # a second factor and signed in with it (docs/authentication.md).
         enforce_mfa=False,

@@ -1,7 +1,7 @@
 """API keys: service-account and personal keys, hashed secrets, rotation grace
 
 Revision ID: i4_api_keys
-Revises: i3_authn
+Revises: i7_audit_pipeline
 Create Date: 2026-11-25 12:30:09.448179
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "i4_api_keys"
-down_revision: str | None = "i3_authn"
+down_revision: str | None = "i7_audit_pipeline"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,1 @@
+"""Declarative management: org configuration declared in Git, reconciled into the database."""
