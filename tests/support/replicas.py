@@ -49,6 +49,8 @@ def shared_environment(database_url: str, data_dir: Path, **extra: str) -> dict[
         USER_ORG_ARGON2_TIME_COST="1",
         USER_ORG_ARGON2_MEMORY_KIB="8192",
         USER_ORG_LOG_LEVEL="warning",
+        # The audit stream to a local file: these processes test the gateway, not Kafka.
+        USER_ORG_AUDIT_STREAM="file",
     )
     env.update(extra)
     return env

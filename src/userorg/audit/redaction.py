@@ -21,7 +21,8 @@ _SENSITIVE_PARTS = (
     "assertion",
 )
 _SENSITIVE_EXACT = {"code", "codes", "key"}
-_ALLOWED = {"tokentype", "reasoncode"}
+# Identifiers and timestamps whose names contain a sensitive word but carry no secret.
+_ALLOWED = {"tokentype", "reasoncode", "apikeyid", "apikeyids", "previoussecretexpiresat"}
 
 
 def is_sensitive_key(key: str) -> bool:
