@@ -58,15 +58,22 @@ def _process_env(env: Env, data_dir: Path, port: int) -> dict[str, str]:
 
 def _start(env: Env, tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "userorg", "reconcile"],
-        # Embedded mode: both processes share the data directory (database, key directory).
-        env=_process_env(env, env.settings.data_dir, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # The output goes to a file, not a pipe: a pipe nobody reads fills up and blocks the
+    # process in its next log write (it would then never stop).
+    with _log_path(tmp_path).open("a") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "userorg", "reconcile"],
+            # Embedded mode: both processes share the data directory (database, key directory).
+            env=_process_env(env, env.settings.data_dir, port),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     return process, port
+
+
+def _log_path(tmp_path: Path) -> Path:
+    return tmp_path / "reconciler.log"
 
 
 async def _writer_busy(env: Env) -> bool:
@@ -142,7 +149,7 @@ async def _interrupt_mid_apply(
     try:
 
         async def mid_apply() -> bool:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert process.poll() is None, _log_path(tmp_path).read_text()
             counts = await _counts(env, org_id)
             running = any(
                 status == "running" and run_id not in earlier
@@ -152,7 +159,13 @@ async def _interrupt_mid_apply(
 
         await wait_for(mid_apply, bool, timeout=60)
         process.send_signal(sig)
-        await asyncio.to_thread(process.wait, 30)
+        try:
+            # Generous: on a loaded CI machine the rollback and the interrupted-run write
+            # queue behind the other process's writers (SQLite has one).
+            await asyncio.to_thread(process.wait, 120)
+        except subprocess.TimeoutExpired:
+            log = _log_path(tmp_path).read_text()
+            pytest.fail(f"the reconciler did not stop within 120 s of {sig.name}:\n{log}")
     finally:
         if process.poll() is None:
             process.kill()
