@@ -332,6 +332,7 @@ async def test_policy_info_and_readiness(env: Env) -> None:
     assert info.status_code == 200
     body = info.json()
     assert body["engine"] == "regorus"
+    assert body["evaluator"] == "compiled"
     assert len(body["revision"]) == 16
     assert body["packages"] == ["data.userorg.authz"]
     assert "userorg/authz/main.rego" in body["modules"]

@@ -3,16 +3,27 @@ modes (fail closed) and thread safety."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import random
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from userorg.authz import cache as cache_module
 from userorg.authz.engine import AuthzRequest, PolicyUnavailable, decision_from_document
-from userorg.authz.policyset import PolicyConfig, PolicyLoadError, load_policy_set
+from userorg.authz.policyset import (
+    PolicyConfig,
+    PolicyLoadError,
+    is_engine_failure,
+    load_policy_set,
+)
 from userorg.authz.rego import RegoEngine
 from userorg.settings import Settings
 
@@ -207,6 +218,9 @@ def test_unreadable_or_missing_policies_fail_the_first_load(tmp_path: Path) -> N
 def test_an_evaluation_error_fails_closed(policy_dir: Path) -> None:
     (policy_dir / "boom.rego").write_text(CUSTOM_BOOM)
     engine = engine_for(policy_dir)
+    # Custom policies run on the interpreter: an error in a rule fails the decision (closed);
+    # the compiled form would read it as "undefined", i.e. no denial.
+    assert engine.info()["evaluator"] == "interpreter"
     assert engine.decide(member("orgs:read", context={"value": "5"})).reason == "boom"
     with pytest.raises(PolicyUnavailable):
         engine.decide(member("orgs:read", context={"value": "not a number"}))
@@ -293,3 +307,172 @@ def test_cache_metrics_are_exported() -> None:
     assert "userorg_policy_cache_hits_total" in text
     assert "userorg_policy_cache_entries" in text
     assert cache_module.DecisionCache(max_entries=1) is not None
+
+
+def test_the_compiled_decision_answers_exactly_like_the_interpreter(policy_dir: Path) -> None:
+    policy = load_policy_set(
+        policy_dir, PolicyConfig(mfa_sensitive_scopes=frozenset({"roles:assign"}))
+    )
+    assert policy.evaluator_kind == "compiled"
+    compiled = policy.new_evaluator()
+    interpreter = dataclasses.replace(policy, program=None).new_evaluator()
+    now = time.time()
+    compared = 0
+    for permission in (
+        "orgs:read",
+        "users:write",
+        "roles:assign",
+        "api_keys:write",
+        "inference:invoke",
+        "audit:export",
+        "platform:orgs:create",
+        "no:such",
+    ):
+        for role in ("OrgOwner", "OrgAdmin", "Developer", "OrgViewer", "Nobody"):
+            for overrides in (
+                {},
+                {"org_status": "suspended"},
+                {"membership_status": None, "roles": frozenset()},
+                {"mfa_verified_at": now - 60, "amr": ("pwd", "otp")},
+                {"mfa_verified_at": now - 5000, "amr": ("pwd", "otp")},
+                {"credential_type": "api_key", "credential_scopes": frozenset({permission})},
+                {"credential_type": "api_key", "credential_scopes": frozenset()},
+                {"budget_status": "warn"},
+                {"budget_status": "block"},
+                {"is_platform_admin": True},
+            ):
+                document = orjson.dumps(member(permission, role, **overrides).to_input()).decode()
+                assert orjson.loads(compiled(document)) == orjson.loads(interpreter(document))
+                compared += 1
+    assert compared == 8 * 5 * 10
+
+
+def test_a_policy_the_compiler_cannot_serve_falls_back_to_the_interpreter(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import regorus
+
+    def refuse(*_args: object) -> object:
+        raise RuntimeError("unsupported by the compiler")
+
+    assert engine_for(policy_dir).info()["evaluator"] == "compiled"
+    monkeypatch.setattr(regorus.Program, "compile_from_modules", refuse)
+    engine = engine_for(policy_dir)
+    assert engine.policy is not None and engine.policy.evaluator_kind == "interpreter"
+    assert engine.info()["evaluator"] == "interpreter"
+    assert engine.decide(member("orgs:read")).allow
+    assert engine.decide(member("orgs:delete", "OrgViewer")).reason == "scope_missing"
+
+
+def _malformed_inputs(count: int) -> Iterator[dict[str, Any]]:
+    """Well-formed inputs with up to three parts removed or replaced by values of other types."""
+    rng = random.Random(20261125)
+    values: list[Any] = [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -5,
+        1.5,
+        "",
+        "x",
+        "active",
+        "suspended",
+        "user",
+        "warn",
+        "block",
+        [],
+        ["OrgOwner"],
+        ["inference:invoke"],
+        {},
+        {"a": 1},
+    ]
+    paths = [
+        ("subject",),
+        ("subject", "type"),
+        ("subject", "status"),
+        ("subject", "platform_admin"),
+        ("subject", "roles"),
+        ("subject", "custom_role_scopes"),
+        ("subject", "mfa"),
+        ("subject", "mfa", "verified_at"),
+        ("org",),
+        ("org", "id"),
+        ("org", "status"),
+        ("membership",),
+        ("membership", "status"),
+        ("credential",),
+        ("credential", "scopes"),
+        ("budget",),
+        ("budget", "status"),
+        ("resource",),
+        ("resource", "org_id"),
+        ("now",),
+    ]
+    actions = [
+        "orgs:read",
+        "users:write",
+        "roles:assign",
+        "inference:invoke",
+        "platform:orgs:create",
+        "no:such",
+        None,
+        5,
+    ]
+    for _ in range(count):
+        document = member(
+            rng.choice(actions) or "orgs:read",
+            "OrgAdmin",
+            credential_type="api_key",
+            credential_scopes=frozenset({"inference:invoke"}),
+            budget_status="ok",
+            mfa_verified_at=time.time() - 10,
+            resource_org_id="o1",
+        ).to_input()
+        document["action"] = rng.choice(actions)
+        for _ in range(rng.randint(0, 3)):
+            *parents, leaf = rng.choice(paths)
+            target: Any = document
+            for key in parents:
+                target = target.get(key) if isinstance(target, dict) else None
+            if not isinstance(target, dict):
+                continue
+            if rng.random() < 0.3:
+                target.pop(leaf, None)
+            else:
+                target[leaf] = copy.deepcopy(rng.choice(values))
+        yield document
+
+
+def test_on_malformed_input_the_compiled_decision_never_allows_more(policy_dir: Path) -> None:
+    """Differential check of the compiled decision against the interpreter on 3,000 inputs
+    with missing or mistyped parts: the same answer, or - where the interpreter fails on a
+    type error - a denial (the compiled form reads the error as OPA does: undefined)."""
+    policy = load_policy_set(
+        policy_dir, PolicyConfig(mfa_sensitive_scopes=frozenset({"roles:assign"}))
+    )
+    compiled = policy.new_evaluator()
+    interpreter = dataclasses.replace(policy, program=None).new_evaluator()
+    outcomes = {"same": 0, "denied_where_the_interpreter_failed": 0}
+    for document in _malformed_inputs(3_000):
+        input_json = orjson.dumps(document).decode()
+        try:
+            expected: Any = orjson.loads(interpreter(input_json))
+        except BaseException as error:  # regorus raises a panic type outside Exception
+            if not is_engine_failure(error):
+                raise
+            expected = None
+        try:
+            answer: Any = orjson.loads(compiled(input_json))
+        except BaseException as error:
+            if not is_engine_failure(error):
+                raise
+            answer = None
+        if answer == expected:
+            outcomes["same"] += 1
+        else:
+            assert expected is None, (document, answer, expected)
+            assert decision_from_document(answer, revision="").allow is False, (document, answer)
+            outcomes["denied_where_the_interpreter_failed"] += 1
+    assert outcomes["same"] > 2_000

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import regorus
 import structlog
 
 from userorg.authz.cache import DecisionCache, monotonic
 from userorg.authz.engine import AuthzRequest, Decision, PolicyUnavailable, decision_from_document
 from userorg.authz.policyset import (
-    DECISION_RULE,
+    Evaluator,
     PolicyConfig,
     PolicyLoadError,
     PolicySet,
@@ -163,15 +162,14 @@ class RegoEngine:
 
     def _run(self, policy: PolicySet, document: dict[str, Any]) -> Decision:
         try:
-            engine = thread_engine(policy)
-            engine.set_input_json(orjson.dumps(document).decode())
-            result = orjson.loads(engine.eval_rule_as_json(DECISION_RULE))
+            evaluate = thread_evaluator(policy)
+            result = orjson.loads(evaluate(orjson.dumps(document).decode()))
         except BaseException as error:
             if not is_engine_failure(error):
                 raise
             # The engine cannot decide this input: fail closed, and start this thread over
             # with a fresh engine in case the failure left it in a bad state.
-            drop_thread_engine(policy)
+            drop_thread_evaluator(policy)
             log.error("policy_evaluation_failed", error=engine_error_message(error))
             raise PolicyUnavailable("The policy engine failed to evaluate the request") from None
         return decision_from_document(result, revision=policy.revision)
@@ -187,6 +185,7 @@ class RegoEngine:
         policy = self._policy
         return {
             "engine": "regorus",
+            "evaluator": policy.evaluator_kind if policy else None,
             "revision": policy.revision if policy else None,
             "packages": list(policy.packages) if policy else [],
             "modules": [path for path, _ in policy.modules] if policy else [],
@@ -200,30 +199,31 @@ class RegoEngine:
         }
 
 
-# Engines live in a thread-local map keyed by policy revision (the revision covers modules and
-# data, so engines for equal policy sets are shared). They are created, used, evicted and - at
-# thread exit - dropped on their own thread: regorus refuses to be dropped anywhere else.
+# Evaluators live in a thread-local map keyed by policy revision (the revision covers modules
+# and data, so evaluators for equal policy sets are shared). They are created, used, evicted
+# and - at thread exit - dropped on their own thread: regorus refuses to be dropped anywhere
+# else.
 _THREAD = threading.local()
-_ENGINES_PER_THREAD = 4
+_EVALUATORS_PER_THREAD = 4
 
 
-def thread_engine(policy: PolicySet) -> regorus.Engine:
-    engines: dict[str, regorus.Engine] | None = getattr(_THREAD, "engines", None)
-    if engines is None:
-        engines = _THREAD.engines = {}
-    engine = engines.get(policy.revision)
-    if engine is None:
-        engine = policy.new_engine()
-        while len(engines) >= _ENGINES_PER_THREAD:
-            engines.pop(next(iter(engines)))
-        engines[policy.revision] = engine
-    return engine
+def thread_evaluator(policy: PolicySet) -> Evaluator:
+    evaluators: dict[str, Evaluator] | None = getattr(_THREAD, "evaluators", None)
+    if evaluators is None:
+        evaluators = _THREAD.evaluators = {}
+    evaluate = evaluators.get(policy.revision)
+    if evaluate is None:
+        evaluate = policy.new_evaluator()
+        while len(evaluators) >= _EVALUATORS_PER_THREAD:
+            evaluators.pop(next(iter(evaluators)))
+        evaluators[policy.revision] = evaluate
+    return evaluate
 
 
-def drop_thread_engine(policy: PolicySet) -> None:
-    engines: dict[str, regorus.Engine] | None = getattr(_THREAD, "engines", None)
-    if engines is not None:
-        engines.pop(policy.revision, None)
+def drop_thread_evaluator(policy: PolicySet) -> None:
+    evaluators: dict[str, Evaluator] | None = getattr(_THREAD, "evaluators", None)
+    if evaluators is not None:
+        evaluators.pop(policy.revision, None)
 
 
 def _rfc3339(timestamp: float) -> str:

@@ -71,6 +71,8 @@ class PolicyCacheInfo(OutputModel):
 
 class PolicyInfo(OutputModel):
     engine: Literal["regorus", "opa"]
+    # regorus only: the compiled decision (RVM program) or the interpreter.
+    evaluator: Literal["compiled", "interpreter"] | None = None
     revision: str | None
     packages: list[str]
     modules: list[str]
