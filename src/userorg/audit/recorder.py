@@ -35,6 +35,17 @@ def chain_id_for(org_id: uuid.UUID | None) -> str:
 
 
 async def _lock_chain_head(session: AsyncSession, chain_id: str) -> AuditChainHead:
+    """The chain's head row, locked for this transaction (created on the chain's first event).
+    The common case, an existing chain, is one statement."""
+    locked = (
+        select(AuditChainHead)
+        .where(AuditChainHead.chain_id == chain_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    head = (await session.execute(locked)).scalar_one_or_none()
+    if head is not None:
+        return head
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     await session.execute(
@@ -42,15 +53,7 @@ async def _lock_chain_head(session: AsyncSession, chain_id: str) -> AuditChainHe
         .values(chain_id=chain_id, last_seq=0, last_hash=GENESIS_HASH)
         .on_conflict_do_nothing(index_elements=["chain_id"])
     )
-    head = (
-        await session.execute(
-            select(AuditChainHead)
-            .where(AuditChainHead.chain_id == chain_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    return head
+    return (await session.execute(locked)).scalar_one()
 
 
 async def record(
