@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     gateway_shared_secret: SecretStr | None = None
     gateway_access_log: bool = False
 
+    budget_reservation_ttl_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    budget_sweep_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    budget_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    budget_max_future_seconds: float = Field(default=300.0, ge=0, le=86_400)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
