@@ -6,7 +6,7 @@ import asyncio
 import base64
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -186,13 +186,28 @@ class Container:
         )
         # Budgets: the shared counters (Redis in production, the database in embedded mode),
         # the gateway's enforcer, the services' dependencies and the reservation sweeper.
+        # Its own Redis pool that queues callers instead of failing when all connections are
+        # busy (a burst of reservations must wait a moment, never answer 500).
+        self.budget_redis: Redis | None = (
+            Redis(
+                connection_pool=BlockingConnectionPool.from_url(
+                    settings.redis_url,
+                    max_connections=settings.budget_redis_pool_size,
+                    timeout=5,
+                    socket_connect_timeout=2,
+                    socket_timeout=2,
+                )
+            )
+            if settings.redis_url
+            else None
+        )
         self.budget_counters: BudgetCounters = (
             RedisCounters(
-                self.redis,
+                self.budget_redis,
                 prefix=settings.key_prefix,
                 reservation_ttl=settings.budget_reservation_ttl_seconds,
             )
-            if self.redis is not None
+            if self.budget_redis is not None
             else DatabaseCounters(
                 self.session_factory,
                 self.read_session_factory,
@@ -327,6 +342,8 @@ class Container:
         await self.bus.stop()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.budget_redis is not None:
+            await self.budget_redis.aclose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

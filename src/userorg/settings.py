@@ -152,6 +152,7 @@ class Settings(BaseSettings):
     budget_sweep_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     budget_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     budget_max_future_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    budget_redis_pool_size: int = Field(default=32, ge=1, le=1000)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
