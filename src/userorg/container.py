@@ -32,6 +32,7 @@ from userorg.authz.reloader import PolicyWatcher, policy_check
 from userorg.budgets.counters import BudgetCounters, DatabaseCounters, RedisCounters
 from userorg.budgets.declarative import DeclarativeBudgets
 from userorg.budgets.gate import BudgetEnforcer
+from userorg.budgets.intake import UsageConsumer
 from userorg.budgets.service import CHANNEL as BUDGET_CHANNEL
 from userorg.budgets.service import Budgets
 from userorg.budgets.sweeper import ReservationSweeper
@@ -226,6 +227,16 @@ class Container:
             wake_notifier=self.notifier.wake,
             max_future_seconds=settings.budget_max_future_seconds,
         )
+        self.usage_consumer: UsageConsumer | None = None
+        if settings.budget_usage_consumer and settings.kafka_bootstrap_servers:
+            self.usage_consumer = UsageConsumer(
+                uow_factory=self.uow,
+                budgets=self.budgets,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topic=settings.budget_usage_topic,
+                dead_letter_topic=settings.budget_usage_dead_letter_topic,
+                group_id=settings.budget_usage_consumer_group,
+            )
         self.budget_sweeper = ReservationSweeper(
             self.budget_counters, interval=settings.budget_sweep_interval_seconds
         )
@@ -328,8 +339,12 @@ class Container:
         self.policy_watcher.start()
         self.gateway.start()
         self.budget_sweeper.start()
+        if self.usage_consumer is not None:
+            self.usage_consumer.start()
 
     async def stop(self) -> None:
+        if self.usage_consumer is not None:
+            await self.usage_consumer.stop()
         await self.budget_sweeper.stop()
         await self.gateway.stop()
         await self.policy_watcher.stop()

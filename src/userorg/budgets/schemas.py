@@ -156,3 +156,9 @@ class OverrideRequest(InputModel):
 
 class OverrideList(OutputModel):
     items: list[OverrideView]
+
+
+class KafkaUsageEvent(UsageEventIn):
+    """A message of the ``billing.usage`` topic: a usage event that names its org."""
+
+    org_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
