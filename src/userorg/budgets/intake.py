@@ -128,12 +128,11 @@ class UsageConsumer:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-        admin = AdminClient(
-            {
-                "bootstrap.servers": self._consumer_config["bootstrap.servers"],
-                "logger": _KAFKA_LOGGER,
-            }
-        )
+        config: dict[str, Any] = {
+            "bootstrap.servers": self._consumer_config["bootstrap.servers"],
+            "logger": _KAFKA_LOGGER,
+        }
+        admin = AdminClient(config)
         metadata = admin.list_topics(timeout=timeout)
         for topic in (self.topic, self.dead_letter_topic):
             if topic in metadata.topics and metadata.topics[topic].error is None:
