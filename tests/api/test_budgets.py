@@ -210,6 +210,14 @@ async def test_reservations_settlement_alerts_and_block(env: Env) -> None:
     assert (third["decision"], third["reason"]) == ("deny", "budget_exceeded")
     assert "reservationId" not in third
 
+    # Another org's usage cannot settle this org's reservation.
+    other = await setup_account(env)
+    await _policy(env, other)
+    foreign = _event("0.5", reservationId=second["reservationId"])
+    response = await _usage(env, other.org_id, other.admin.headers, foreign)
+    assert response.status_code == 200, response.text
+    assert (await _status(env, setup))["reserved"] == "8.00"
+
     # Settling the first at a lower cost frees the difference.
     settle = _event("1", reservationId=first["reservationId"])
     response = await _usage(env, setup.org_id, setup.admin.headers, settle)

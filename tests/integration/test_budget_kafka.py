@@ -92,6 +92,8 @@ async def test_kafka_usage_intake_duplicates_dead_letters_and_restart(
             group_id=f"group-{tag}",
             batch_size=7,
             poll_timeout=0.2,
+            # A restarted consumer rejoins the group quickly.
+            extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
         )
 
     first = consumer()

@@ -121,13 +121,15 @@ return {tonumber(redis.call('HGET', KEYS[1], 'spend')),
 """
 
 _RELEASE = """
-local function release(id)
+local function release(id, owner)
   local value = redis.call('HGET', KEYS[2], id)
   if not value then return 0 end
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
   local sep = string.find(value, '|', 1, true)
   local key = string.sub(value, 1, sep - 1)
+  -- Usage settles only its own org's reservations.
+  if string.sub(key, 1, string.len(owner)) ~= owner then return 0 end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
   local amount = tonumber(string.sub(value, sep + 1))
   if redis.call('EXISTS', key) == 1 then
     redis.call('HINCRBY', key, 'reserved', -amount)
@@ -146,7 +148,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 else
   redis.call('HINCRBY', KEYS[1], 'spend', ARGV[2])
 end
-for i = 4, #ARGV do release(ARGV[i]) end
+for i = 5, #ARGV do release(ARGV[i], ARGV[4]) end
 return 1
 """
 )
@@ -156,7 +158,7 @@ _SWEEP = (
     + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, 1000)
 local n = 0
-for _, id in ipairs(due) do n = n + release(id) end
+for _, id in ipairs(due) do n = n + release(id, '') end
 return n
 """
 )
@@ -226,7 +228,8 @@ class RedisCounters:
         only_if_present: bool = False,
     ) -> None:
         keys = [self.counter_key(org_id, period), self._res_hash, self._res_expiry]
-        args: list[Any] = [-1, amount, self._expire_at(period), *reservation_ids]
+        owner = f"{self._prefix}:{org_id}:"
+        args: list[Any] = [-1, amount, self._expire_at(period), owner, *reservation_ids]
         if int(await self._apply(keys=keys, args=args)) == -1 and not only_if_present:
             # Seeded from this transaction's view: committed rows plus its own usage.
             args[0] = to_micro(await committed_spend(session, org_id, period))
@@ -317,7 +320,11 @@ class DatabaseCounters:
         if ids:
             await session.execute(
                 update(BudgetReservation)
-                .where(BudgetReservation.id.in_(ids), BudgetReservation.status == "held")
+                .where(
+                    BudgetReservation.id.in_(ids),
+                    BudgetReservation.org_id == org_id,
+                    BudgetReservation.status == "held",
+                )
                 .values(status="settled")
             )
 

@@ -84,6 +84,7 @@ class UsageConsumer:
         group_id: str,
         batch_size: int = 500,
         poll_timeout: float = 0.5,
+        extra_config: dict[str, Any] | None = None,
     ) -> None:
         self._uow = uow_factory
         self._budgets = budgets
@@ -99,6 +100,7 @@ class UsageConsumer:
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 100,
             "logger": _KAFKA_LOGGER,
+            **(extra_config or {}),
         }
         self._producer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap_servers,
