@@ -33,7 +33,14 @@ from userorg.budgets.models import (
 from userorg.budgets.money import PERIODS, Period, from_micro, money, month_of, period_of, to_micro
 from userorg.context import Actor
 from userorg.db import UnitOfWork, utcnow
-from userorg.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from userorg.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from userorg.notifications import service as notifications
 from userorg.orgs.models import Organization
 from userorg.platform.keystore import Keystore
@@ -129,8 +136,6 @@ async def put_policy(
     session = uow.session
     policy = await active_policy(session, org.id)
     if expected_version is not None and (policy is None or policy.version != expected_version):
-        from userorg.errors import PreconditionFailed
-
         raise PreconditionFailed(
             "The budget policy has changed", details={"version": policy.version if policy else None}
         )
