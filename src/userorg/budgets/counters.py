@@ -24,6 +24,8 @@ from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -164,15 +166,29 @@ return n
 )
 
 
+class _Script:
+    """A registered Lua script whose Redis outages surface as the builtin ``ConnectionError``
+    (answered ``503 dependency_unavailable``: enforcement fails closed)."""
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self._script = redis.register_script(source)
+
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._script(keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise ConnectionError(f"budget counters unavailable: {error}") from error
+
+
 class RedisCounters:
     def __init__(self, redis: Redis, *, prefix: str, reservation_ttl: float) -> None:
         self._redis = redis
         self._prefix = f"{prefix}:budget"
         self._ttl = reservation_ttl
-        self._reserve = redis.register_script(_RESERVE)
-        self._totals = redis.register_script(_TOTALS)
-        self._apply = redis.register_script(_APPLY)
-        self._sweep = redis.register_script(_SWEEP)
+        self._reserve = _Script(redis, _RESERVE)
+        self._totals = _Script(redis, _TOTALS)
+        self._apply = _Script(redis, _APPLY)
+        self._sweep = _Script(redis, _SWEEP)
         self._res_hash = f"{self._prefix}:reservations"
         self._res_expiry = f"{self._prefix}:reservation-expiry"
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 SCALE: Final = 6
 QUANTUM: Final = Decimal(1).scaleb(-SCALE)
 MICRO: Final = 10**SCALE
-# Below 2**53 micro-units: exact as a Lua number.
-MAX_AMOUNT: Final = Decimal("1000000000")
+# Amounts are at most 1e9 (schemas): below 2**53 micro-units, exact as a Lua number.
 PERIODS: Final = ("monthly", "quarterly", "annual")
 
 
@@ -33,21 +32,6 @@ def to_micro(value: Decimal) -> int:
 
 def from_micro(value: int) -> Decimal:
     return (Decimal(value) / MICRO).quantize(QUANTUM)
-
-
-def parse_amount(value: object) -> Decimal | None:
-    """A non-negative decimal from a JSON number or numeric string, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
-        return None
-    if amount != amount.quantize(QUANTUM, rounding=ROUND_HALF_EVEN):
-        return None  # more than six decimals
-    return amount
 
 
 @dataclass(frozen=True, slots=True)
