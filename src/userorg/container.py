@@ -226,6 +226,8 @@ class Container:
             keystore=self.keystore,
             wake_notifier=self.notifier.wake,
             max_future_seconds=settings.budget_max_future_seconds,
+            limiter=self.rate_limiter,
+            override_requests_per_hour=settings.budget_override_requests_per_hour,
         )
         self.usage_consumer: UsageConsumer | None = None
         if settings.budget_usage_consumer and settings.kafka_bootstrap_servers:

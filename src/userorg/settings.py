@@ -153,6 +153,7 @@ class Settings(BaseSettings):
     budget_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     budget_max_future_seconds: float = Field(default=300.0, ge=0, le=86_400)
     budget_redis_pool_size: int = Field(default=32, ge=1, le=1000)
+    budget_override_requests_per_hour: int = Field(default=20, ge=1, le=10_000)
     budget_usage_consumer: bool = False
     budget_usage_topic: str = Field(default="billing.usage", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     budget_usage_dead_letter_topic: str = Field(

@@ -386,3 +386,20 @@ async def test_declared_budget_policy_is_applied_through_the_port(env: Env) -> N
     )
     events = await env.audit_events(org["orgId"], action="declarative:budget_policy:apply")
     assert events and events[0]["metadata"]["commitId"] == "abc"
+
+
+async def test_override_requests_are_rate_limited_per_requester(env: Env) -> None:
+    setup = await setup_account(env)
+    await _policy(env, setup)
+    requester = await _billing(env, setup.org_id)
+    base = f"/v1/budgets/{setup.org_id}/overrides"
+    body = {"amount": "1", "reason": "burst", "expiresInHours": 1}
+    limit = env.settings.budget_override_requests_per_hour
+    for _ in range(limit):
+        response = await env.client.post(base, json=body, headers=requester.headers)
+        assert response.status_code == 202, response.text
+    limited = await env.client.post(base, json=body, headers=requester.headers)
+    assert limited.status_code == 429, limited.text
+    assert int(limited.headers["Retry-After"]) >= 1
+    listed = await env.client.get(base, headers=setup.admin.headers)
+    assert len(listed.json()["items"]) == limit

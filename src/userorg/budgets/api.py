@@ -196,12 +196,17 @@ async def get_history(uow: UoW, ctx: AuthContext = require("budgets:read")) -> H
     status_code=202,
     response_model=OverrideView,
     summary="Request a temporary raise of the block limit (needs two approvals)",
+    description="Rate limited per requester (USER_ORG_BUDGET_OVERRIDE_REQUESTS_PER_HOUR): 429.",
 )
 async def request_override(
-    body: OverrideRequest, uow: UoW, ctx: AuthContext = require("budgets:override:request")
+    body: OverrideRequest,
+    uow: UoW,
+    container: ContainerDep,
+    ctx: AuthContext = require("budgets:override:request"),
 ) -> OverrideView:
     override = await service.request_override(
         uow,
+        budgets_of(container),
         org=ctx.org_required,
         amount=body.amount,
         reason=body.reason,

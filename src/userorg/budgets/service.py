@@ -44,6 +44,7 @@ from userorg.errors import (
 from userorg.notifications import service as notifications
 from userorg.orgs.models import Organization
 from userorg.platform.keystore import Keystore
+from userorg.platform.ratelimit import RateLimiter, enforce
 
 log = structlog.get_logger("userorg.budgets")
 
@@ -90,6 +91,8 @@ class Budgets:
     keystore: Keystore
     wake_notifier: Callable[[], Awaitable[None]] | None = None
     max_future_seconds: float = 300.0
+    limiter: RateLimiter | None = None
+    override_requests_per_hour: int = 20
 
 
 # -- policy -------------------------------------------------------------------------------
@@ -625,6 +628,7 @@ def override_view(override: BudgetOverride, now: dt.datetime) -> dict[str, Any]:
 
 async def request_override(
     uow: UnitOfWork,
+    budgets: Budgets,
     *,
     org: Organization,
     amount: Decimal,
@@ -637,6 +641,14 @@ async def request_override(
         raise Forbidden("Only an identified principal may request an override")
     if await active_policy(uow.session, org.id) is None:
         raise NotFound("budget_policy", org.id)
+    if budgets.limiter is not None:
+        await enforce(
+            budgets.limiter,
+            scope="budget_override_request",
+            key=str(requester),
+            limit=budgets.override_requests_per_hour,
+            period_seconds=3600,
+        )
     now = utcnow()
     override = BudgetOverride(
         org_id=org.id,
