@@ -43,12 +43,22 @@ async def _storm(urls: list[str], secret: str, count: int, cost: float) -> list[
             await client.aclose()
 
 
+def _decide(client: httpx.Client, secret: str) -> dict[str, Any]:
+    response = client.post(
+        "/v1/authorize",
+        json={"credential": secret, "action": "inference:invoke", "resource": "gpt-large"},
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 def test_limit_of_100_allows_exactly_100_of_400_concurrent_reservations(
     tmp_path: Path, fresh_pg_database: str
 ) -> None:
     services.require_redis()
     with (
-        replicas(fresh_pg_database, tmp_path) as (a, b),
+        replicas(fresh_pg_database, tmp_path, USER_ORG_BUDGET_CACHE_TTL_SECONDS="600") as (a, b),
         httpx.Client(base_url=a.url, timeout=30) as on_a,
         httpx.Client(base_url=b.url, timeout=30) as on_b,
     ):
@@ -113,3 +123,27 @@ def test_limit_of_100_allows_exactly_100_of_400_concurrent_reservations(
 
         answers = asyncio.run(_storm([a.url, b.url], secret, 100, 1.00))
         assert sum(1 for x in answers if x["decision"] == "allow") == 30
+
+        # Usage that crosses the block threshold on A: B denies (without an estimate, on
+        # committed spend) on its very next request.
+        assert _decide(on_b, secret)["decision"] == "allow"
+        crossing = on_a.post(
+            f"/v1/budgets/{org_id}/usage",
+            json={"eventId": f"big-{uid()}", "amount": "90", "currency": "USD", "timestamp": now},
+            headers=headers,
+        )
+        assert crossing.status_code == 200, crossing.text
+        denied = _decide(on_b, secret)
+        assert (denied["decision"], denied["reason"]) == ("deny", "budget_exceeded")
+        # A raised limit on A reaches B's cached policy over the bus within a second (its
+        # cache backstop is 10 minutes here).
+        raised_at = time.monotonic()
+        raised = on_a.put(
+            f"/v1/budgets/{org_id}/policy",
+            json={"limit": "1000.00", "currency": "USD", "period": "monthly"},
+            headers=headers,
+        )
+        assert raised.status_code == 200, raised.text
+        while _decide(on_b, secret)["decision"] != "allow":
+            assert time.monotonic() - raised_at < 1.0, "replica B still blocks after 1 s"
+            time.sleep(0.01)
