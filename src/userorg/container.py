@@ -6,7 +6,7 @@ import asyncio
 import base64
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -29,6 +29,13 @@ from userorg.authz.opa import RemoteOpaEngine
 from userorg.authz.policyset import PolicyConfig
 from userorg.authz.rego import RegoEngine
 from userorg.authz.reloader import PolicyWatcher, policy_check
+from userorg.budgets.counters import BudgetCounters, DatabaseCounters, RedisCounters
+from userorg.budgets.declarative import DeclarativeBudgets
+from userorg.budgets.gate import BudgetEnforcer
+from userorg.budgets.intake import UsageConsumer
+from userorg.budgets.service import CHANNEL as BUDGET_CHANNEL
+from userorg.budgets.service import Budgets
+from userorg.budgets.sweeper import ReservationSweeper
 from userorg.db import SESSION_COMMIT_HOOK, UnitOfWork, create_engine
 from userorg.declarative.budget import BudgetPolicyPort
 from userorg.declarative.reconcile import ReconcileEngine
@@ -178,6 +185,63 @@ class Container:
                 settings.effective_database_url, pool_size=settings.db_pool_size, autocommit=True
             )
         )
+        # Budgets: the shared counters (Redis in production, the database in embedded mode),
+        # the gateway's enforcer, the services' dependencies and the reservation sweeper.
+        # Its own Redis pool that queues callers instead of failing when all connections are
+        # busy (a burst of reservations must wait a moment, never answer 500).
+        self.budget_redis: Redis | None = (
+            Redis(
+                connection_pool=BlockingConnectionPool.from_url(
+                    settings.redis_url,
+                    max_connections=settings.budget_redis_pool_size,
+                    timeout=5,
+                    socket_connect_timeout=2,
+                    socket_timeout=2,
+                )
+            )
+            if settings.redis_url
+            else None
+        )
+        self.budget_counters: BudgetCounters = (
+            RedisCounters(
+                self.budget_redis,
+                prefix=settings.key_prefix,
+                reservation_ttl=settings.budget_reservation_ttl_seconds,
+            )
+            if self.budget_redis is not None
+            else DatabaseCounters(
+                self.session_factory,
+                self.read_session_factory,
+                reservation_ttl=settings.budget_reservation_ttl_seconds,
+            )
+        )
+        self.budget_enforcer = BudgetEnforcer(
+            read_session_factory=self.read_session_factory,
+            counters=self.budget_counters,
+            bus=self.bus,
+            cache_ttl=settings.budget_cache_ttl_seconds,
+        )
+        self.budgets: Budgets | None = Budgets(
+            counters=self.budget_counters,
+            keystore=self.keystore,
+            wake_notifier=self.notifier.wake,
+            max_future_seconds=settings.budget_max_future_seconds,
+            limiter=self.rate_limiter,
+            override_requests_per_hour=settings.budget_override_requests_per_hour,
+        )
+        self.usage_consumer: UsageConsumer | None = None
+        if settings.budget_usage_consumer and settings.kafka_bootstrap_servers:
+            self.usage_consumer = UsageConsumer(
+                uow_factory=self.uow,
+                budgets=self.budgets,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topic=settings.budget_usage_topic,
+                dead_letter_topic=settings.budget_usage_dead_letter_topic,
+                group_id=settings.budget_usage_consumer_group,
+            )
+        self.budget_sweeper = ReservationSweeper(
+            self.budget_counters, interval=settings.budget_sweep_interval_seconds
+        )
         self.gateway = Gateway(
             read_engine=self.gateway_engine,
             session_factory=self.session_factory,
@@ -192,6 +256,7 @@ class Container:
             max_entries=settings.gateway_cache_max_entries,
             decision_ttl=settings.gateway_decision_ttl_seconds,
             flush_interval=settings.gateway_flush_interval_seconds,
+            budgets=self.budget_enforcer,
         )
         # Every unit of work publishes, after its commit, the cache invalidations its flushes
         # noted (gateway/invalidation.py).
@@ -201,9 +266,8 @@ class Container:
                 SESSION_COMMIT_HOOK: self.gateway.publish_session_changes,
             }
         )
-        # Set by the budgets capability; until then declared budget policies are reported as
-        # not applied (see declarative/budget.py).
-        self.budget_policies: BudgetPolicyPort | None = None
+        # Declared budget policies are applied through the budgets capability.
+        self.budget_policies: BudgetPolicyPort | None = DeclarativeBudgets()
         self._declarative: ReconcileEngine | None = None
 
     @property
@@ -240,7 +304,13 @@ class Container:
             self.audit_relay.wake()
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, publish=self.bus.publish)
+        return UnitOfWork(self.session_factory, publish=self._publish)
+
+    async def _publish(self, channel: str, message: dict[str, Any]) -> None:
+        """After a commit: budget changes apply on this replica at once, then on the bus."""
+        if channel == BUDGET_CHANNEL:
+            await self.budget_enforcer.on_message(message)
+        await self.bus.publish(channel, message)
 
     def _apply_authz_change(self, change: Change) -> None:
         if change.all:
@@ -270,8 +340,14 @@ class Container:
         self.maintenance.start()
         self.policy_watcher.start()
         self.gateway.start()
+        self.budget_sweeper.start()
+        if self.usage_consumer is not None:
+            self.usage_consumer.start()
 
     async def stop(self) -> None:
+        if self.usage_consumer is not None:
+            await self.usage_consumer.stop()
+        await self.budget_sweeper.stop()
         await self.gateway.stop()
         await self.policy_watcher.stop()
         if isinstance(self.policy_engine, RemoteOpaEngine):
@@ -283,6 +359,8 @@ class Container:
         await self.bus.stop()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.budget_redis is not None:
+            await self.budget_redis.aclose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

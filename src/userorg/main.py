@@ -17,6 +17,7 @@ from userorg.authn.api import discovery_router, mfa_router, oauth2_router
 from userorg.authn.api import router as authn_router
 from userorg.authz.api import router as policy_router
 from userorg.bootstrap import announce, ensure_platform_admin
+from userorg.budgets.api import router as budgets_router
 from userorg.container import Container
 from userorg.declarative.api import router as declarative_router
 from userorg.errors_http import install_error_handlers
@@ -135,6 +136,7 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         service_accounts_router,
         api_keys_router,
         gateway_router,
+        budgets_router,
         audit_router,
         declarative_router,
         policy_router,

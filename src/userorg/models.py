@@ -10,6 +10,14 @@ from userorg.audit.models import (
     AuditSigningKey,
 )
 from userorg.authn.models import RefreshToken, Session, SigningKey
+from userorg.budgets.models import (
+    BudgetAlert,
+    BudgetOverride,
+    BudgetPolicy,
+    BudgetReservation,
+    BudgetSpend,
+    BudgetUsageEvent,
+)
 from userorg.db import Base
 from userorg.declarative.models import DeclarativeRevision, DeclarativeRun, DeclarativeState
 from userorg.notifications.models import Notification
@@ -28,6 +36,12 @@ __all__ = [
     "AuditOutbox",
     "AuditSigningKey",
     "Base",
+    "BudgetAlert",
+    "BudgetOverride",
+    "BudgetPolicy",
+    "BudgetReservation",
+    "BudgetSpend",
+    "BudgetUsageEvent",
     "CustomRole",
     "DeclarativeRevision",
     "DeclarativeRun",

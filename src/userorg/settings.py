@@ -148,6 +148,21 @@ class Settings(BaseSettings):
     gateway_shared_secret: SecretStr | None = None
     gateway_access_log: bool = False
 
+    budget_reservation_ttl_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    budget_sweep_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    budget_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    budget_max_future_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    budget_redis_pool_size: int = Field(default=32, ge=1, le=1000)
+    budget_override_requests_per_hour: int = Field(default=20, ge=1, le=10_000)
+    budget_usage_consumer: bool = False
+    budget_usage_topic: str = Field(default="billing.usage", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    budget_usage_dead_letter_topic: str = Field(
+        default="billing.usage.dead-letter", pattern=r"^[A-Za-z0-9._-]{1,249}$"
+    )
+    budget_usage_consumer_group: str = Field(
+        default="userorg-budgets", min_length=1, max_length=200
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -241,6 +256,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "USER_ORG_VAULT_ADDR: USER_ORG_AUDIT_SIGNER=vault needs USER_ORG_VAULT_ADDR and "
                 "USER_ORG_VAULT_TOKEN"
+            )
+        if self.budget_usage_consumer and not self.kafka_bootstrap_servers:
+            raise ValueError(
+                "USER_ORG_BUDGET_USAGE_CONSUMER needs USER_ORG_KAFKA_BOOTSTRAP_SERVERS"
             )
         if self.effective_audit_stream == "kafka" and not self.kafka_bootstrap_servers:
             raise ValueError(

@@ -37,7 +37,7 @@ def repo(tmp_path: Path) -> GitRepo:
     return GitRepo(tmp_path / "config")
 
 
-async def test_webhook_converges_everything_and_reports_the_budget_honestly(
+async def test_webhook_converges_everything_including_the_budget_policy(
     env: Env, repo: GitRepo
 ) -> None:
     tag = uid()
@@ -64,8 +64,7 @@ async def test_webhook_converges_everything_and_reports_the_budget_honestly(
         synced = await wait_synced(env, org_id, first)
         assert synced["currentRevision"]["status"] == "synced"
         assert synced["lastRun"]["status"] == "successful"
-        assert synced["warnings"] and synced["warnings"][0]["kind"] == "budget_policy"
-        assert synced["warnings"][0]["skipped"] == "budgets_capability_unavailable"
+        assert not synced["warnings"]
 
         headers = await env.admin_headers()
         got = (await env.client.get(f"/v1/orgs/{org_id}", headers=headers)).json()
@@ -90,8 +89,14 @@ async def test_webhook_converges_everything_and_reports_the_budget_honestly(
             "declarative:organization:update",
             "declarative:revision:apply",
         } <= actions
-        applied = next(e for e in ours if e["action"] == "declarative:revision:apply")
-        assert applied["metadata"]["notApplied"][0]["skipped"] == "budgets_capability_unavailable"
+        assert "declarative:budget_policy:apply" in actions
+        policy = (await env.client.get(f"/v1/budgets/{org_id}/policy", headers=headers)).json()
+        assert (policy["limit"], policy["currency"], policy["period"]) == (
+            "5000.00",
+            "USD",
+            "monthly",
+        )
+        assert policy["warnThreshold"] == 80
 
         # A new commit arrives through the signed webhook.
         second = repo.write(

@@ -146,7 +146,7 @@ async def test_remote_engine_contract(tmp_path: Path) -> None:
         assert decision.allow
         assert engine.decide(request) is decision  # now cached
         blocked = await engine.decide_async(dataclasses.replace(request, budget_status="block"))
-        assert (blocked.allow, blocked.reason) == (False, "budget_blocked")
+        assert (blocked.allow, blocked.reason) == (False, "budget_exceeded")
     finally:
         await engine.close()
         shim.stop()

@@ -6,11 +6,11 @@ budget(inp, status) := object.union(inp, {"budget": {"status": status}})
 invoke := member(["Developer"], "inference:invoke")
 
 test_blocked_budget_denies_spending if {
-	denied(budget(invoke, "block"), "budget_blocked", "userorg.authz.budget")
+	denied(budget(invoke, "block"), "budget_exceeded", "userorg.authz.budget")
 }
 
 test_blocked_budget_binds_platform_admins if {
-	denied(budget(platform_admin("inference:invoke"), "block"), "budget_blocked", "userorg.authz.budget")
+	denied(budget(platform_admin("inference:invoke"), "block"), "budget_exceeded", "userorg.authz.budget")
 }
 
 test_warning_budget_allows_with_an_obligation if {

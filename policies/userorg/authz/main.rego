@@ -76,7 +76,7 @@ decision := deny("unknown_permission", "userorg.authz.catalogue") if {
 	action.sensitive
 	input.subject.type == "user"
 	not mfa_fresh
-} else := deny("budget_blocked", "userorg.authz.budget") if {
+} else := deny("budget_exceeded", "userorg.authz.budget") if {
 	action.budget_gated
 	input.budget.status == "block"
 } else := deny(custom_denial[0], custom_denial[1]) if {

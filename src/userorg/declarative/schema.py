@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -131,6 +132,13 @@ class BudgetPolicyDoc(_Document):
         Annotated[list[RoleName], Field(min_length=1, max_length=10)] | None
     ) = None
     notifications: BudgetNotifications | None = None
+
+    @field_serializer("limit")
+    def _canonical_limit(self, value: Decimal) -> str:
+        # The budgets capability answers with the same canonical form (no spurious diffs).
+        from userorg.budgets.money import money
+
+        return money(value)
 
     @model_validator(mode="after")
     def _block_not_below_warn(self) -> BudgetPolicyDoc:

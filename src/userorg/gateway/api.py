@@ -66,8 +66,10 @@ async def validate_api_key(
         "`credential` is the API key or user access token as presented. Answers 200 with "
         "`decision: allow|deny` and a specific `reason` (`key_revoked`, `key_expired`, "
         "`key_rotated`, `key_unknown`, `credential_malformed`, `principal_suspended`, "
-        "`org_suspended`, `scope_missing`, ...). `budget` is `{status: ok, remaining: null}` "
-        "until budgets are enforced. `ttlSeconds` is how long the caller may reuse the answer."
+        "`org_suspended`, `scope_missing`, `budget_exceeded`, ...). With `estimatedCost` the "
+        "estimate is reserved atomically against the org's budget and `reservationId` is "
+        "returned (settle it with usage carrying it). `budget.remaining` is a decimal string "
+        "(null without a budget policy). `ttlSeconds` is how long the caller may reuse the answer."
     ),
 )
 async def authorize(body: AuthorizeRequest, request: Request, container: ContainerDep) -> Response:

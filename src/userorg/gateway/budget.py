@@ -1,7 +1,9 @@
-"""The budget part of a gateway decision: the hook the budgets issue fills in.
+"""The budget part of a gateway decision.
 
-``Gateway`` asks ``container.budget_gate.check(...)`` after the policy allowed; until budgets
-exist the answer is always ``ok`` with no known remainder and no reservation.
+``Gateway`` asks ``budgets.check(...)`` after the policy allowed. Without a budget
+capability (or for an org without a policy) the answer is ``ok`` with no known remainder and
+no reservation; the budgets capability (``userorg.budgets.gate.BudgetEnforcer``) reserves the
+estimate atomically and says ``block`` when the org is over its block threshold.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Protocol
 @dataclass(frozen=True, slots=True)
 class BudgetResult:
     status: str  # ok | warn | block
-    remaining: float | None = None
+    remaining: str | None = None  # a decimal string (never a float)
     reservation_id: str | None = None
+    # Over the block threshold but inside the policy's grace period: allowed.
+    grace: bool = False
 
     @property
     def blocks(self) -> bool:
-        return self.status == "block"
+        return self.status == "block" and not self.grace
 
 
 BUDGET_OK = BudgetResult("ok")
@@ -31,7 +35,7 @@ class BudgetGate(Protocol):
 
 
 class NoBudgets:
-    """Until the budgets issue: every org is within budget."""
+    """No budget capability: every org is within budget."""
 
     async def check(
         self, *, org_id: str, principal_id: str, estimated_cost: float | None

@@ -69,7 +69,10 @@ class AuthorizeRequest(InputModel):
 
 class BudgetView(OutputModel):
     status: Literal["ok", "warn", "block"]
-    remaining: float | None = None
+    remaining: str | None = Field(
+        default=None,
+        description="Decimal string: what is left under the block threshold (null: no budget)",
+    )
 
 
 class AuthorizeResponse(OutputModel):
@@ -82,5 +85,8 @@ class AuthorizeResponse(OutputModel):
     principal_type: Literal["service_account", "user"] | None = None
     scopes: list[str]
     budget: BudgetView
-    reservation_id: str | None = None
+    reservation_id: str | None = Field(
+        default=None,
+        description="Set when estimatedCost was reserved; settle it with usage carrying it",
+    )
     ttl_seconds: int

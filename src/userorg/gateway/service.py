@@ -834,8 +834,8 @@ class Gateway:
             org_id=key.org_id, principal_id=key.principal_id, estimated_cost=body.estimatedCost
         )
         if budget.blocks:
-            self._note_denial(key, "budget_blocked", body.action)
-            denied = self._deny("budget_blocked", key=key)
+            self._note_denial(key, "budget_exceeded", body.action)
+            denied = self._deny("budget_exceeded", key=key)
             denied["budget"] = {"status": budget.status, "remaining": budget.remaining}
             return denied
         self._note_use(key, now)
@@ -1012,8 +1012,10 @@ class Gateway:
             org_id=str(org_id), principal_id=str(principal_id), estimated_cost=body.estimatedCost
         )
         if budget.blocks:
-            self._note_denial(None, "budget_blocked", body.action, actor=actor)
-            return self._deny("budget_blocked", **ids)
+            self._note_denial(None, "budget_exceeded", body.action, actor=actor)
+            denied = self._deny("budget_exceeded", **ids)
+            denied["budget"] = {"status": budget.status, "remaining": budget.remaining}
+            return denied
         if credential_scopes is not None:
             scopes = scopes & credential_scopes
         _STATS[("authorize", "allow")] += 1

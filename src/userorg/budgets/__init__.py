@@ -1,0 +1,1 @@
+"""Budgets (PRODUCT.md §7): policies, usage intake, exact enforcement, overrides, alerts."""
