@@ -252,6 +252,94 @@ def bootstrap() -> None:
     asyncio.run(go())
 
 
+@app.command("seed-demo")
+def seed_demo(
+    scale: Annotated[
+        bool,
+        typer.Option("--scale", help="The scale target: 20,000 orgs, 200,000 users, 500,000 keys"),
+    ] = False,
+    orgs: Annotated[
+        int | None, typer.Option(help="Organizations (default 20, --scale 20,000)")
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="Users (default 200, --scale 200,000)")] = None,
+    keys: Annotated[
+        int | None, typer.Option(help="API keys (default 500, --scale 500,000)")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Slug prefix of the demo orgs")] = "demo",
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the secrets of a sample of usable keys here (mode 0600)"),
+    ] = None,
+    sample: Annotated[int, typer.Option(help="How many secrets --secrets-file keeps")] = 10_000,
+    password: Annotated[
+        str | None, typer.Option(help="The seeded users' password (default: a documented demo one)")
+    ] = None,
+) -> None:
+    """Load demo orgs, users, service accounts and API keys into PostgreSQL (bulk COPY)."""
+    settings = _settings()
+    from userorg import demo
+
+    sizes = dict(demo.SCALE if scale else demo.SMALL)
+    for name, value in (("orgs", orgs), ("users", users), ("keys", keys)):
+        if value is not None:
+            sizes[name] = value
+    if settings.mode is not Mode.PRODUCTION or settings.is_sqlite:
+        typer.echo(
+            "seed-demo loads PostgreSQL: run it in production mode (USER_ORG_MODE=production, "
+            "USER_ORG_DATABASE_URL=postgresql://...)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    _require_schema_at_head(settings)
+    from userorg.authn.passwords import PasswordService
+    from userorg.errors import ValidationFailed
+
+    passwords = PasswordService(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        min_length=settings.password_min_length,
+    )
+    chosen = password or demo.DEFAULT_PASSWORD
+    try:
+        passwords.check_rules(chosen)
+    except ValidationFailed as error:
+        typer.echo(f"--password: {', '.join(error.details.get('problems', []))}", err=True)
+        raise typer.Exit(2) from None
+    password_hash = asyncio.run(passwords.hash(chosen))
+    try:
+        report = asyncio.run(
+            demo.seed(
+                settings.effective_database_url,
+                orgs=sizes["orgs"],
+                users=sizes["users"],
+                keys=sizes["keys"],
+                environment=settings.api_key_environment,
+                prefix=prefix,
+                password_hash=password_hash,
+                secrets_file=secrets_file,
+                sample=sample,
+                progress=lambda message: typer.echo(f"  loading {message}", err=True),
+            )
+        )
+    except demo.SeedError as error:
+        typer.echo(f"seed-demo: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"seeded {report.orgs:,} orgs, {report.users:,} users ({report.memberships:,} "
+        f"memberships, {report.role_assignments:,} role assignments), "
+        f"{report.service_accounts:,} service accounts, {report.api_keys:,} API keys "
+        f"in {report.seconds:.1f} s"
+    )
+    largest = report.largest_org
+    typer.echo(
+        f"largest org {largest['slug']} ({largest['orgId']}): {largest['members']:,} members, "
+        f"{largest['apiKeys']:,} keys, {largest['serviceAccounts']:,} service accounts"
+    )
+    if secrets_file is not None:
+        typer.echo(f"wrote {report.sampled_secrets:,} usable key secrets to {secrets_file}")
+
+
 @app.command()
 def openapi(
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None,
