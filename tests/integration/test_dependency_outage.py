@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 
 from tests.conftest import base_settings, start_env
 from tests.support import services
-from tests.support.proxy import TcpProxy
 from tests.support.api import uid
+from tests.support.proxy import TcpProxy
 from tests.support.receiver import WebhookReceiver
 from userorg.audit.service import verify_stored_chain
 
