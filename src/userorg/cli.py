@@ -68,10 +68,42 @@ def _migrate_embedded(settings: Settings) -> None:
         )
 
 
+STARTUP_DATABASE_TIMEOUT_SECONDS = 15.0
+
+
+def _database_target(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
 def _require_schema_at_head(settings: Settings) -> None:
+    """Also the start's database check: unreachable or refusing, one line and exit 2."""
     from userorg import migrate
 
-    current = asyncio.run(migrate.current_revision(settings.effective_database_url))
+    async def current() -> str | None:
+        async with asyncio.timeout(STARTUP_DATABASE_TIMEOUT_SECONDS):
+            return await migrate.current_revision(settings.effective_database_url)
+
+    try:
+        current_revision = asyncio.run(current())
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        typer.echo(
+            f"cannot reach the database at {_database_target(settings.effective_database_url)} "
+            f"(USER_ORG_DATABASE_URL): {type(error).__name__}{': ' + reason if reason else ''}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    _check_revision(current_revision)
+
+
+def _check_revision(current: str | None) -> None:
+    from userorg import migrate
+
     head = migrate.head_revision()
     if current != head:
         typer.echo(
@@ -132,10 +164,41 @@ def serve() -> None:
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
     _check_policies(settings)
+    _check_vault(settings)
     from userorg.main import create_app
 
     extra = (settings.gateway_port,) if settings.gateway_port is not None else ()
     _serve(create_app(settings), settings.bind_host, settings.admin_api_port, extra_ports=extra)
+
+
+def _check_vault(settings: Settings) -> None:
+    """When the keystore or the audit signer is Vault/OpenBao, its token must work: checked
+    before anything starts, so a wrong token or address is one line, not a failed lifespan."""
+    if settings.keystore != "vault" and settings.effective_audit_signer != "vault":
+        return
+    import hvac.exceptions
+    import requests
+
+    from userorg.platform.vault import make_client
+
+    address = str(settings.vault_addr)
+    token = settings.vault_token.get_secret_value() if settings.vault_token else ""
+    client = make_client(address, token, timeout=settings.vault_timeout_seconds)
+    try:
+        client.auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        typer.echo(
+            f"configuration error: USER_ORG_VAULT_TOKEN: {address} refused the token "
+            "(permission denied: wrong, expired or revoked)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    except (requests.RequestException, hvac.exceptions.VaultError) as error:
+        typer.echo(
+            f"cannot reach Vault at {address} (USER_ORG_VAULT_ADDR): {type(error).__name__}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def _check_policies(settings: Settings) -> None:
@@ -158,6 +221,7 @@ def reconcile() -> None:
     settings = _settings()
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
+    _check_vault(settings)
     from userorg.reconciler.app import create_reconciler_app
 
     _serve(create_reconciler_app(settings), settings.bind_host, settings.reconciler_port)
