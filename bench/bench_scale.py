@@ -235,6 +235,10 @@ def run_rows(
         return "GET", path, {"headers": headers, "params": params}
 
     cases: list[tuple[str, bool, Callable[[int], tuple[str, str, dict[str, Any]]]]] = [
+        # The floor of every admin request on this machine at this moment (token, session,
+        # policy, one small read): compare the rows with it when the machine is busy.
+        ("`GET /v1/auth/me` (baseline: authentication, no list)", False,
+         lambda i: get("/v1/auth/me")),
         ("`GET /v1/orgs` (platform admin, first page)", True, lambda i: get("/v1/orgs")),
         ("`GET /v1/orgs` (platform admin, page ~12,000 deep)", True,
          lambda i: get("/v1/orgs", cursor=deep["orgs"])),
