@@ -25,6 +25,30 @@ from userorg.settings import Settings
 from userorg.telemetry.logging import configure_logging
 
 WEBHOOK_SECRET = "test-webhook-secret"
+# Run the production-mode API tests against `make dev-up`'s stack: the path of its env file
+# (.env.dev). Its database, Redis, Kafka, OpenBao and bootstrap admin replace the test
+# services (tests/integration/test_devstack.py sets it for a subprocess run of the API tests).
+DEV_ENV_FILE = os.environ.get("USER_ORG_TEST_DEV_ENV_FILE")
+_DEV_ENV_IGNORED = {
+    "USER_ORG_MODE",  # the fixture sets it (production)
+    "USER_ORG_LOG_FORMAT",
+    "USER_ORG_LOG_LEVEL",
+    "USER_ORG_KEY_PREFIX",
+}
+
+
+def dev_stack_settings(path: str) -> dict[str, Any]:
+    """Settings overrides from a dev-stack env file (``USER_ORG_X=value`` lines)."""
+    values: dict[str, Any] = {}
+    for line in Path(path).read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if line.startswith("#") or not sep or key in _DEV_ENV_IGNORED:
+            continue
+        if key.startswith("USER_ORG_"):
+            values[key.removeprefix("USER_ORG_").lower()] = value
+    return values
+
+
 DECLARATIVE_WEBHOOK_SECRET = "test-declarative-webhook-secret"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
 
@@ -144,7 +168,9 @@ async def env(
         "declarative_allow_local_repos": True,
         "declarative_work_poll_seconds": 0.2,
     }
-    if mode == "production":
+    if mode == "production" and DEV_ENV_FILE:
+        overrides.update(dev_stack_settings(DEV_ENV_FILE), audit_stream="kafka")
+    elif mode == "production":
         services.require_redis()
         overrides["database_url"] = request.getfixturevalue("pg_database")
         broker: TansuBroker = request.getfixturevalue("kafka_broker")

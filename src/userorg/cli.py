@@ -68,10 +68,42 @@ def _migrate_embedded(settings: Settings) -> None:
         )
 
 
+STARTUP_DATABASE_TIMEOUT_SECONDS = 15.0
+
+
+def _database_target(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
 def _require_schema_at_head(settings: Settings) -> None:
+    """Also the start's database check: unreachable or refusing, one line and exit 2."""
     from userorg import migrate
 
-    current = asyncio.run(migrate.current_revision(settings.effective_database_url))
+    async def current() -> str | None:
+        async with asyncio.timeout(STARTUP_DATABASE_TIMEOUT_SECONDS):
+            return await migrate.current_revision(settings.effective_database_url)
+
+    try:
+        current_revision = asyncio.run(current())
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        typer.echo(
+            f"cannot reach the database at {_database_target(settings.effective_database_url)} "
+            f"(USER_ORG_DATABASE_URL): {type(error).__name__}{': ' + reason if reason else ''}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    _check_revision(current_revision)
+
+
+def _check_revision(current: str | None) -> None:
+    from userorg import migrate
+
     head = migrate.head_revision()
     if current != head:
         typer.echo(
@@ -132,10 +164,41 @@ def serve() -> None:
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
     _check_policies(settings)
+    _check_vault(settings)
     from userorg.main import create_app
 
     extra = (settings.gateway_port,) if settings.gateway_port is not None else ()
     _serve(create_app(settings), settings.bind_host, settings.admin_api_port, extra_ports=extra)
+
+
+def _check_vault(settings: Settings) -> None:
+    """When the keystore or the audit signer is Vault/OpenBao, its token must work: checked
+    before anything starts, so a wrong token or address is one line, not a failed lifespan."""
+    if settings.keystore != "vault" and settings.effective_audit_signer != "vault":
+        return
+    import hvac.exceptions
+    import requests
+
+    from userorg.platform.vault import make_client
+
+    address = str(settings.vault_addr)
+    token = settings.vault_token.get_secret_value() if settings.vault_token else ""
+    client = make_client(address, token, timeout=settings.vault_timeout_seconds)
+    try:
+        client.auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        typer.echo(
+            f"configuration error: USER_ORG_VAULT_TOKEN: {address} refused the token "
+            "(permission denied: wrong, expired or revoked)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    except (requests.RequestException, hvac.exceptions.VaultError) as error:
+        typer.echo(
+            f"cannot reach Vault at {address} (USER_ORG_VAULT_ADDR): {type(error).__name__}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def _check_policies(settings: Settings) -> None:
@@ -158,6 +221,7 @@ def reconcile() -> None:
     settings = _settings()
     _migrate_embedded(settings)
     _require_schema_at_head(settings)
+    _check_vault(settings)
     from userorg.reconciler.app import create_reconciler_app
 
     _serve(create_reconciler_app(settings), settings.bind_host, settings.reconciler_port)
@@ -250,6 +314,94 @@ def bootstrap() -> None:
         announce(result)
 
     asyncio.run(go())
+
+
+@app.command("seed-demo")
+def seed_demo(
+    scale: Annotated[
+        bool,
+        typer.Option("--scale", help="The scale target: 20,000 orgs, 200,000 users, 500,000 keys"),
+    ] = False,
+    orgs: Annotated[
+        int | None, typer.Option(help="Organizations (default 20, --scale 20,000)")
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="Users (default 200, --scale 200,000)")] = None,
+    keys: Annotated[
+        int | None, typer.Option(help="API keys (default 500, --scale 500,000)")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Slug prefix of the demo orgs")] = "demo",
+    secrets_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the secrets of a sample of usable keys here (mode 0600)"),
+    ] = None,
+    sample: Annotated[int, typer.Option(help="How many secrets --secrets-file keeps")] = 10_000,
+    password: Annotated[
+        str | None, typer.Option(help="The seeded users' password (default: a documented demo one)")
+    ] = None,
+) -> None:
+    """Load demo orgs, users, service accounts and API keys into PostgreSQL (bulk COPY)."""
+    settings = _settings()
+    from userorg import demo
+
+    sizes = dict(demo.SCALE if scale else demo.SMALL)
+    for name, value in (("orgs", orgs), ("users", users), ("keys", keys)):
+        if value is not None:
+            sizes[name] = value
+    if settings.mode is not Mode.PRODUCTION or settings.is_sqlite:
+        typer.echo(
+            "seed-demo loads PostgreSQL: run it in production mode (USER_ORG_MODE=production, "
+            "USER_ORG_DATABASE_URL=postgresql://...)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    _require_schema_at_head(settings)
+    from userorg.authn.passwords import PasswordService
+    from userorg.errors import ValidationFailed
+
+    passwords = PasswordService(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+        min_length=settings.password_min_length,
+    )
+    chosen = password or demo.DEFAULT_PASSWORD
+    try:
+        passwords.check_rules(chosen)
+    except ValidationFailed as error:
+        typer.echo(f"--password: {', '.join(error.details.get('problems', []))}", err=True)
+        raise typer.Exit(2) from None
+    password_hash = asyncio.run(passwords.hash(chosen))
+    try:
+        report = asyncio.run(
+            demo.seed(
+                settings.effective_database_url,
+                orgs=sizes["orgs"],
+                users=sizes["users"],
+                keys=sizes["keys"],
+                environment=settings.api_key_environment,
+                prefix=prefix,
+                password_hash=password_hash,
+                secrets_file=secrets_file,
+                sample=sample,
+                progress=lambda message: typer.echo(f"  loading {message}", err=True),
+            )
+        )
+    except demo.SeedError as error:
+        typer.echo(f"seed-demo: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"seeded {report.orgs:,} orgs, {report.users:,} users ({report.memberships:,} "
+        f"memberships, {report.role_assignments:,} role assignments), "
+        f"{report.service_accounts:,} service accounts, {report.api_keys:,} API keys "
+        f"in {report.seconds:.1f} s"
+    )
+    largest = report.largest_org
+    typer.echo(
+        f"largest org {largest['slug']} ({largest['orgId']}): {largest['members']:,} members, "
+        f"{largest['apiKeys']:,} keys, {largest['serviceAccounts']:,} service accounts"
+    )
+    if secrets_file is not None:
+        typer.echo(f"wrote {report.sampled_secrets:,} usable key secrets to {secrets_file}")
 
 
 @app.command()

@@ -48,7 +48,7 @@ from userorg.notifications.dispatcher import (
     WebhookSender,
 )
 from userorg.ops import ReadinessCheck, database_check, redis_check
-from userorg.platform.bus import InProcessBus, InvalidationBus, RedisBus
+from userorg.platform.bus import InProcessBus, InvalidationBus, RedisBus, SqliteBus
 from userorg.platform.keystore import Keystore, LocalKeystore, VaultTransitKeystore
 from userorg.platform.ratelimit import (
     FailOpenRateLimiter,
@@ -159,7 +159,11 @@ class Container:
                 RedisRateLimiter(self.redis, prefix=settings.key_prefix), InProcessRateLimiter()
             )
         else:
-            self.bus = InProcessBus()
+            # Embedded mode: the admin-api and the reconciler are two processes on one data
+            # directory; invalidations cross between them through a SQLite file.
+            self.bus = (
+                SqliteBus(settings.data_dir / "bus.db") if settings.is_sqlite else InProcessBus()
+            )
             self.rate_limiter = InProcessRateLimiter()
         self.audit_signer: AuditSigner = self._build_signer()
         self.audit_relay = AuditRelay(

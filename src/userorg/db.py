@@ -136,13 +136,24 @@ def create_engine(
             isolation_level="AUTOCOMMIT",
             connect_args={"server_settings": {"application_name": "userorg-gateway"}},
         )
+    # force_custom_plan: asyncpg prepares every statement, and after five executions
+    # PostgreSQL may switch to a generic plan that assumes an average org. Tenants are skewed
+    # (the largest org has hundreds of times the average's members and keys): the generic plan
+    # of a member list joined all ~4,800 members of the largest org before sorting (24 ms
+    # instead of 0.4 ms, bench/bench_scale.py). Planning each statement costs well under a
+    # millisecond. The gateway's engine (unique-key lookups, no skew) keeps generic plans.
     return create_async_engine(
         async_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "userorg"}},
+        connect_args={
+            "server_settings": {
+                "application_name": "userorg",
+                "plan_cache_mode": "force_custom_plan",
+            }
+        },
     )
 
 

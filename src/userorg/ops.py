@@ -45,14 +45,26 @@ def database_check(engine: AsyncEngine, *, timeout: float = 2.0) -> ReadinessChe
     return check
 
 
+REDIS_DOWN_IMPACT = (
+    "rate limits are per process; the gateway cache is bypassed (every decision reads the "
+    "database) until the invalidation bus resubscribes"
+)
+
+
 def redis_check(client: Redis, *, timeout: float = 2.0) -> ReadinessCheck:
+    """Redis is optional at runtime: without it requests stay correct (see REDIS_DOWN_IMPACT),
+    so it reports ``degraded`` and the pod stays ready; a Redis outage must not take every
+    replica out of its Service at once. ``userorg_dependency_up{dependency="redis"}`` is 0."""
+
     async def check() -> CheckResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
                 await client.ping()
         except Exception as error:
-            return CheckResult(False, {"error": type(error).__name__})
+            return CheckResult(
+                False, {"error": type(error).__name__, "impact": REDIS_DOWN_IMPACT}, required=False
+            )
         return CheckResult(True, {"latencyMs": round((time.perf_counter() - started) * 1000, 2)})
 
     return check

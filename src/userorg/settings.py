@@ -198,6 +198,21 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_kafka_brokers(cls, value: str | None) -> str | None:
+        """``host:port[,host:port]``: a malformed list fails the start instead of leaving the
+        audit stream retrying an address that can never work."""
+        if value is None:
+            return None
+        for broker in value.split(","):
+            host, sep, port = broker.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"{broker.strip()!r} is not host:port (expected host:port[,host:port])"
+                )
+        return value
+
     @field_validator("gateway_port", mode="before")
     @classmethod
     def _empty_port_is_none(cls, value: object) -> object:

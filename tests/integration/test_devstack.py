@@ -3,12 +3,15 @@ production-mode stack, the service running against it, and nothing left running 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,23 @@ from tests.integration.test_cli import USERORG, _wait_healthy
 from tests.support import services
 from tests.support.api import uid
 from userorg import devstack
+
+ROOT = Path(__file__).resolve().parents[2]
+API_SUBSET = [
+    "tests/api/test_orgs.py",
+    "tests/api/test_users_invites.py",
+    "tests/api/test_service_accounts.py",
+    "tests/api/test_api_keys.py",
+]
+
+
+@contextlib.asynccontextmanager
+async def _dev_database(url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -175,6 +195,24 @@ async def test_dev_up_run_smoke_then_dev_down_leaves_nothing(stack_dir: Path) ->
     # uvicorn re-raises SIGTERM after a graceful stop; `userorg run` passes its code on.
     assert run.returncode in {0, 15, -15}, output
     assert "Traceback" not in output
+
+    # The API suite's production-mode tests against the stack (a representative subset: orgs,
+    # members and invites, service accounts, API keys and the gateway), through the switch in
+    # tests/conftest.py: the stack's database, Redis, Kafka and OpenBao replace the test ones.
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+         "-k", "production", *API_SUBSET],
+        env=_clean_env(USER_ORG_TEST_DEV_ENV_FILE=str(env_file)),
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    summary = suite.stdout.strip().splitlines()[-1] if suite.stdout.strip() else suite.stderr
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= 30, summary
+    assert "skipped" not in summary, summary
+    async with _dev_database(values["USER_ORG_DATABASE_URL"]) as connection:
+        # They ran against the stack's database: their orgs are there.
+        assert await connection.fetchval("SELECT count(*) FROM organizations") > 10
 
     stopped = _dev("down", "--state-dir", str(state_dir), "--purge")
     assert stopped.returncode == 0, stopped.stderr

@@ -44,6 +44,9 @@ class ApiKey(Base):
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
-        Index(None, "org_id", "status"),
+        # Lists walk an org's keys in id order (keyset pagination), with or without a status
+        # filter: both stop after one page instead of sorting every key of a large org.
+        Index(None, "org_id", "id"),
+        Index(None, "org_id", "status", "id"),
         Index(None, "principal_id"),
     )

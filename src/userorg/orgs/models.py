@@ -30,4 +30,8 @@ class Organization(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (Index(None, "status", "purge_after"),)
+    __table_args__ = (
+        Index(None, "status", "purge_after"),
+        # `slugPrefix` filters (LIKE 'prefix%'): usable by LIKE whatever the collation.
+        Index(None, "slug", postgresql_ops={"slug": "varchar_pattern_ops"}),
+    )

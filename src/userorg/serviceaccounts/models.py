@@ -35,4 +35,12 @@ class ServiceAccount(Base):
             sqlite_where=text("deleted_at IS NULL"),
             postgresql_where=text("deleted_at IS NULL"),
         ),
+        # Lists walk an org's live accounts in id order (keyset pagination).
+        Index(
+            None,
+            "org_id",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
     )

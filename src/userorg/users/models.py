@@ -31,7 +31,11 @@ class User(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __mapper_args__ = {"version_id_col": version}
-    __table_args__ = (Index(None, "is_platform_admin"),)
+    __table_args__ = (
+        Index(None, "is_platform_admin"),
+        # `emailPrefix` filters (LIKE 'prefix%'): usable by LIKE whatever the collation.
+        Index(None, "email", postgresql_ops={"email": "varchar_pattern_ops"}),
+    )
 
 
 class Membership(Base):
@@ -53,6 +57,8 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("org_id", "user_id"),
         Index(None, "user_id"),
+        # Member lists walk an org's memberships in id order (keyset pagination).
+        Index(None, "org_id", "id"),
     )
 
 
