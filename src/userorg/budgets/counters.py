@@ -183,7 +183,9 @@ class _Script:
 class RedisCounters:
     def __init__(self, redis: Redis, *, prefix: str, reservation_ttl: float) -> None:
         self._redis = redis
-        self._prefix = f"{prefix}:budget"
+        # One hash tag for every budget key: the Lua scripts touch an org's counter and the
+        # shared reservation index together, which Redis Cluster allows only within one slot.
+        self._prefix = f"{{{prefix}:budget}}"
         self._ttl = reservation_ttl
         self._reserve = _Script(redis, _RESERVE)
         self._totals = _Script(redis, _TOTALS)
