@@ -12,13 +12,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 WITH_DEV_ENV := set -a; if [ -f .env.dev ]; then . ./.env.dev; fi; set +a;
 
 .PHONY: help venv run serve reconcile test test-fast lint fmt migrate rollback schema-drift \
-        contract contract-test opa-test bench dev-up dev-down clean
+        contract contract-test fuzz opa-test bench dev-up dev-down clean
 
 help:
 	@echo "make run    - start admin-api (:8081) and reconciler (:8082), embedded mode by default"
 	@echo "make test   - the whole test suite (unit, API in both modes, integration, contract)"
 	@echo "make lint   - ruff + mypy (strict)"
 	@echo "make migrate / rollback / schema-drift / contract / bench"
+	@echo "make fuzz   - the long contract-fuzzing run (FUZZ_EXAMPLES=50 per operation and mode)"
 	@echo "make dev-up / dev-down - local production-mode stack (PostgreSQL, Redis, Kafka, OpenBao)"
 
 $(STAMP): pyproject.toml constraints.txt Makefile
@@ -67,6 +68,12 @@ schema-drift: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/userorg openapi --output contracts/openapi.yaml
 	$(BIN)/userorg declarative schema --output docs/schema/declarative-v1.json
+
+# The long contract-fuzzing run (make test runs a small fixed-seed budget of the same test).
+FUZZ_EXAMPLES ?= 50
+fuzz: $(STAMP)
+	USERORG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:randomly \
+		tests/api/test_contract_fuzz.py -k test_contract_fuzz
 
 contract-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract
