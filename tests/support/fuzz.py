@@ -135,4 +135,3 @@ async def run_fuzz(
                     f"{str(error)[:600]}"
                 )
     return report
-

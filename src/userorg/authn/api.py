@@ -281,6 +281,8 @@ async def reset_password(body: PasswordReset, uow: UoW, container: ContainerDep)
         token=body.token,
         new_password=body.new_password,
         wake=container.notifier.wake,
+        limiter=container.rate_limiter,
+        config=container.auth,
     )
     return Response(status_code=204)
 
