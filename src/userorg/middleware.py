@@ -12,6 +12,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from userorg import strictjson
 from userorg.context import RequestInfo, set_current_request
 from userorg.telemetry.metrics import HTTP_REQUEST_DURATION
 
@@ -42,6 +43,35 @@ def wrong_listener(path: str, port: int | None, gateway_port: int) -> bool:
 
 class PayloadTooLarge(Exception):
     pass
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _read_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body once, then the client's own messages (e.g. its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def error_response_parts(
@@ -76,6 +106,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = None
         content_length = None
+        content_type = None
         user_agent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -83,6 +114,8 @@ class RequestContextMiddleware:
                 request_id = candidate if _REQUEST_ID.match(candidate) else None
             elif name == b"content-length":
                 content_length = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")[:500]
         request_id = request_id or uuid.uuid4().hex
@@ -100,6 +133,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 headers.extend(SECURITY_HEADERS)
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    # Answers carry tokens and tenant data: no shared or browser caching.
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
@@ -131,7 +167,22 @@ class RequestContextMiddleware:
                 not content_length.isdigit() or int(content_length) > self.max_body_bytes
             ):
                 raise PayloadTooLarge
-            await self.app(scope, receive_wrapper, send_wrapper)
+            app_receive: Receive = receive_wrapper
+            if scope["method"] in BODY_METHODS and strictjson.looks_like_json(content_type):
+                body = await _read_all(receive_wrapper)
+                refused = strictjson.problem(body)
+                if refused is not None:
+                    await self._send_error(
+                        send_wrapper,
+                        status_holder,
+                        400,
+                        "malformed_json",
+                        f"The request body is not strict JSON: {refused}",
+                        request_id,
+                    )
+                    return
+                app_receive = _replay(body, receive)
+            await self.app(scope, app_receive, send_wrapper)
         except PayloadTooLarge:
             await self._send_error(
                 send_wrapper,
