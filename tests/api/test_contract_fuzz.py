@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from tests.support.api import Env
+from tests.support.api import Env, uid
 from tests.support.fuzz import CHECKS, load_schema, run_fuzz
 
 EXAMPLES = int(os.environ.get("USERORG_FUZZ_EXAMPLES", "3"))
@@ -14,13 +14,45 @@ EXAMPLES = int(os.environ.get("USERORG_FUZZ_EXAMPLES", "3"))
 
 async def test_contract_fuzz(env: Env) -> None:
     org = await env.create_org()
-    admin = await env.add_member(org["orgId"], ["OrgAdmin"])
+    org_id = org["orgId"]
+    admin = await env.add_member(org_id, ["OrgAdmin"])
+    # Real objects of the org, so generated calls reach past "not found" into the handlers.
+    member = await env.add_member(org_id, ["Developer"])
+    headers = await env.admin_headers()
+    account = await env.client.post(
+        f"/v1/orgs/{org_id}/service-accounts",
+        json={"name": f"sa-{uid()}", "roles": ["Developer"]},
+        headers=headers,
+    )
+    account_id = account.json()["serviceAccountId"]
+    key = await env.client.post(
+        f"/v1/orgs/{org_id}/service-accounts/{account_id}/api-keys",
+        json={"scopes": ["inference:invoke"]},
+        headers=headers,
+    )
+    invite = await env.client.post(
+        f"/v1/orgs/{org_id}/invites",
+        json={"email": f"fuzz-{uid()}@example.com", "roles": ["OrgViewer"]},
+        headers=headers,
+    )
+    role = f"Fuzz{uid()}"
+    await env.client.post(
+        f"/v1/orgs/{org_id}/roles", json={"name": role, "scopes": ["users:read"]}, headers=headers
+    )
+    values = {
+        "orgId": org_id,
+        "userId": member.user_id,
+        "serviceAccountId": account_id,
+        "apiKeyId": key.json()["apiKeyId"],
+        "inviteId": invite.json()["inviteId"],
+        "roleName": role,
+    }
 
     async def login() -> str:
         return await env.login(admin.email, admin.password)
 
     def fill(path: str) -> dict[str, str]:
-        return {"orgId": org["orgId"]}
+        return values
 
     report = await run_fuzz(env, examples=EXAMPLES, login=login, fill=fill)
     print(

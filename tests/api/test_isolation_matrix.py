@@ -15,12 +15,16 @@ caller put in the URL. Nothing in org B changes: the only new audit rows are den
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+from schemathesis.generation.modes import GenerationMode
 from sqlalchemy import func, select
 
 from tests.support.api import Env, bearer, uid
+from tests.support.fuzz import draw_cases, load_schema
 from tests.support.routes import Operation, operations
 from userorg.audit.models import AuditEvent
 
@@ -163,3 +167,113 @@ async def test_isolation_matrix(env: Env) -> None:
     assert victim.user_id in members.text
     still = await env.client.get(f"/v1/orgs/{b_id}/api-keys/{key_id}", headers=admin)
     assert still.json()["status"] == "revoked", still.text
+
+
+def valid_body(path: str, method: str) -> Any:
+    """A schema-valid JSON body for the operation, drawn from the contract (fixed seed), so
+    the call reaches the object lookup instead of stopping at body validation."""
+    operation = load_schema()[path][method]
+    cases = draw_cases(operation, examples=1, fixed_seed=7, modes=(GenerationMode.POSITIVE,))
+    body = cases[0].body if cases else None
+    return body if isinstance(body, dict) else {}
+
+
+async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -> None:
+    """IDOR: an OrgOwner of org A names org B's objects (members, service accounts, keys,
+    invites, custom roles, sessions, audit exports) in the routes of org A or in its own
+    routes: never a 2xx, never org B's data, and nothing of org B changes."""
+    admin = await env.admin_headers()
+    org_a = await env.create_org()
+    org_b = await env.create_org()
+    a_id, b_id = org_a["orgId"], org_b["orgId"]
+    owner_a = await env.add_member(a_id, ["OrgOwner"])
+    owner_b = await env.add_member(b_id, ["OrgOwner"])
+    victim = await env.add_member(b_id, ["Developer"])
+    role_name = f"Secret{uid()}"
+    role = await env.client.post(
+        f"/v1/orgs/{b_id}/roles", json={"name": role_name, "scopes": ["users:read"]}, headers=admin
+    )
+    assert role.status_code == 201, role.text
+    account = await env.client.post(
+        f"/v1/orgs/{b_id}/service-accounts",
+        json={"name": f"sa-{uid()}", "roles": ["Developer"]},
+        headers=admin,
+    )
+    assert account.status_code == 201, account.text
+    account_id = account.json()["serviceAccountId"]
+    key = await env.client.post(
+        f"/v1/orgs/{b_id}/service-accounts/{account_id}/api-keys",
+        json={"scopes": ["inference:invoke"]},
+        headers=admin,
+    )
+    assert key.status_code == 201, key.text
+    key_id = key.json()["apiKeyId"]
+    invite = await env.client.post(
+        f"/v1/orgs/{b_id}/invites",
+        json={"email": f"pending-{uid()}@example.com", "roles": ["OrgViewer"]},
+        headers=admin,
+    )
+    assert invite.status_code == 202, invite.text
+    invite_id = invite.json()["inviteId"]
+    sessions = await env.client.get("/v1/auth/sessions", headers=victim.headers)
+    session_id = sessions.json()["items"][0]["sessionId"]
+    now = dt.datetime.now(dt.UTC).isoformat()
+    export = await env.client.post(
+        "/v1/audit/export",
+        json={"orgId": b_id, "from": "2026-01-01T00:00:00Z", "to": now},
+        headers=owner_b.headers,
+    )
+    assert export.status_code == 202, export.text
+    export_id = export.json()["exportId"]
+
+    values = {
+        "orgId": a_id,
+        "userId": victim.user_id,
+        "serviceAccountId": account_id,
+        "apiKeyId": key_id,
+        "inviteId": invite_id,
+        "roleName": role_name,
+        "sessionId": session_id,
+        "exportId": export_id,
+    }
+    secrets_of_b = {
+        b_id,
+        org_b["slug"],
+        victim.email,
+        victim.user_id,
+        account_id,
+        key_id,
+        invite_id,
+        role_name,
+        session_id,
+        export_id,
+        account.json()["name"],
+    }
+    not_denied_before = await not_denied(env, b_id)
+    checked = 0
+    for op in operations(env.app):
+        names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
+        objects = [name for name in names if name != "orgId"]
+        if op.public or not objects or not all(name in values for name in objects):
+            continue
+        url = op.url(**values)
+        body = valid_body(op.path, op.method) if op.has_body else None
+        response = await env.client.request(op.method, url, json=body, headers=owner_a.headers)
+        where = (op.method, url, body, response.status_code, response.text[:300])
+        assert response.status_code in {400, 403, 404, 409, 422}, where
+        in_url = {part for part in url.split("/") if part}
+        leaked = [s for s in secrets_of_b if s in response.text and s not in in_url]
+        assert not leaked, (where, leaked)
+        checked += 1
+    assert checked >= 25, checked
+    assert await not_denied(env, b_id) == not_denied_before
+    # Org B's objects are as they were.
+    assert (await env.client.get(f"/v1/orgs/{b_id}/users/{victim.user_id}", headers=admin)).json()[
+        "status"
+    ] == "active"
+    live = await env.client.get(f"/v1/orgs/{b_id}/api-keys/{key_id}", headers=admin)
+    assert live.json()["status"] == "active", live.text
+    roles = await env.client.get(f"/v1/orgs/{b_id}/roles", headers=admin)
+    assert role_name in roles.text
+    still = await env.client.get("/v1/auth/sessions", headers=victim.headers)
+    assert session_id in still.text

@@ -56,10 +56,16 @@ def load_schema() -> Any:
     return schemathesis.openapi.from_path(str(CONTRACT))
 
 
-def draw_cases(operation: Any, *, examples: int, fixed_seed: int) -> list[Any]:
-    """Draw up to ``examples`` positive and negative cases, reproducibly."""
+def draw_cases(
+    operation: Any,
+    *,
+    examples: int,
+    fixed_seed: int,
+    modes: tuple[GenerationMode, ...] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
+) -> list[Any]:
+    """Draw up to ``examples`` cases per generation mode, reproducibly."""
     drawn: list[Any] = []
-    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+    for mode in modes:
         try:
             strategy = operation.as_strategy(generation_mode=mode)
         except Exception:
