@@ -24,6 +24,7 @@ from schemathesis.generation.modes import GenerationMode
 from sqlalchemy import func, select
 
 from tests.support.api import Env, bearer, uid
+from tests.support.authenticators import Passkey
 from tests.support.fuzz import draw_cases, load_schema
 from tests.support.routes import Operation, operations
 from userorg.audit.models import AuditEvent
@@ -180,7 +181,7 @@ def valid_body(path: str, method: str) -> Any:
 
 async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -> None:
     """IDOR: an OrgOwner of org A names org B's objects (members, service accounts, keys,
-    invites, custom roles, sessions, audit exports) in the routes of org A or in its own
+    invites, custom roles, sessions, passkeys, audit exports) in the routes of org A or in its own
     routes: never a 2xx, never org B's data, and nothing of org B changes."""
     admin = await env.admin_headers()
     org_a = await env.create_org()
@@ -215,6 +216,17 @@ async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -
     )
     assert invite.status_code == 202, invite.text
     invite_id = invite.json()["inviteId"]
+    passkey_options = await env.client.post(
+        "/v1/auth/mfa/webauthn/register/options", headers=victim.headers
+    )
+    assert passkey_options.status_code == 200, passkey_options.text
+    registered = await env.client.post(
+        "/v1/auth/mfa/webauthn/register",
+        json={"credential": Passkey().register(passkey_options.json()), "name": "victim-key"},
+        headers=victim.headers,
+    )
+    assert registered.status_code == 201, registered.text
+    credential_id = registered.json()["credentialId"]
     sessions = await env.client.get("/v1/auth/sessions", headers=victim.headers)
     session_id = sessions.json()["items"][0]["sessionId"]
     now = dt.datetime.now(dt.UTC).isoformat()
@@ -235,6 +247,7 @@ async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -
         "roleName": role_name,
         "sessionId": session_id,
         "exportId": export_id,
+        "credentialId": credential_id,
     }
     secrets_of_b = {
         b_id,
@@ -247,6 +260,7 @@ async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -
         role_name,
         session_id,
         export_id,
+        credential_id,
         account.json()["name"],
     }
     not_denied_before = await not_denied(env, b_id)
@@ -265,7 +279,7 @@ async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -
         leaked = [s for s in secrets_of_b if s in response.text and s not in in_url]
         assert not leaked, (where, leaked)
         checked += 1
-    assert checked >= 25, checked
+    assert checked >= 30, checked
     assert await not_denied(env, b_id) == not_denied_before
     # Org B's objects are as they were.
     assert (await env.client.get(f"/v1/orgs/{b_id}/users/{victim.user_id}", headers=admin)).json()[
@@ -277,3 +291,5 @@ async def test_objects_of_another_org_are_invisible_through_ones_own(env: Env) -
     assert role_name in roles.text
     still = await env.client.get("/v1/auth/sessions", headers=victim.headers)
     assert session_id in still.text
+    keys = await env.client.get("/v1/auth/mfa/webauthn/credentials", headers=victim.headers)
+    assert credential_id in keys.text and "victim-key" in keys.text
