@@ -117,7 +117,7 @@ class RequestContextMiddleware:
             elif name == b"content-type":
                 content_type = value
             elif name == b"user-agent":
-                user_agent = value.decode("latin-1")[:500]
+                user_agent = value.decode("latin-1")[:500].replace("\x00", "")
         request_id = request_id or uuid.uuid4().hex
         client = scope.get("client")
         set_current_request(RequestInfo(request_id, client[0] if client else None, user_agent))
@@ -163,6 +163,16 @@ class RequestContextMiddleware:
                         request_id,
                     )
                     return
+            if strictjson.nul_in_target(scope["path"], scope.get("query_string", b"")):
+                await self._send_error(
+                    send_wrapper,
+                    status_holder,
+                    400,
+                    "invalid_character",
+                    "The request path or query contains a NUL character",
+                    request_id,
+                )
+                return
             if content_length is not None and (
                 not content_length.isdigit() or int(content_length) > self.max_body_bytes
             ):

@@ -4,7 +4,9 @@ Python's parser (and so FastAPI's) takes duplicate keys (the last one silently w
 non-standard constants ``NaN``/``Infinity``; msgspec (the gateway's hot path) takes duplicate
 keys too. Two parsers disagreeing about which of two ``credential`` fields counts is how
 request-smuggling-style bugs start, so a body with either is refused with 400 before any
-handler sees it. Syntax errors are left to the normal handling (``malformed_json``).
+handler sees it. So is a NUL character (``\\u0000``) in any string, which PostgreSQL text
+cannot hold (the contract fuzzer found the 500 it caused). Syntax errors are left to the
+normal handling (``malformed_json``).
 """
 
 from __future__ import annotations
@@ -60,12 +62,30 @@ def problem(body: bytes) -> str | None:
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
         return f"the body is nested deeper than {MAX_DEPTH} levels"
     try:
-        json.loads(body, object_pairs_hook=_pairs, parse_constant=_constant)
+        document = json.loads(body, object_pairs_hook=_pairs, parse_constant=_constant)
     except StrictJSONError as error:
         return str(error)
     except (ValueError, RecursionError):
         return None
+    if b"\\u0000" in body and _has_nul(document):
+        # PostgreSQL text cannot hold NUL; SQLite can: refused alike in both modes.
+        return "a string contains a NUL character (\\u0000)"
     return None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def nul_in_target(path: str, query_string: bytes) -> bool:
+    """A NUL character in the path or the query (raw or percent-encoded)."""
+    return "\x00" in path or b"\x00" in query_string or b"%00" in query_string
 
 
 def looks_like_json(content_type: bytes | None) -> bool:

@@ -196,3 +196,42 @@ def test_cors_settings_refuse_wildcards_and_paths(tmp_path: Path) -> None:
     assert Settings(
         data_dir=tmp_path, cors_allow_origins="https://a.example/"
     ).cors_origin_list == ["https://a.example"]
+
+
+async def test_nul_characters_are_refused_in_both_modes(env: Env) -> None:
+    """Fuzzing finding 2: a NUL character in a query parameter (``?email=%00``, an org slug)
+    reached PostgreSQL, which cannot store or compare it: a 500 in production mode only.
+    NUL is now refused with 400 before any handler, in path, query and JSON bodies alike."""
+    org = await env.create_org()
+    headers = await env.admin_headers()
+    before = await env.audit_count()
+    for url in (
+        f"/v1/orgs/{org['orgId']}/users?email=%00o%05",
+        "/v1/declarative/config?org=%00o%05",
+        "/v1/orgs/%00abc",
+    ):
+        response = await env.client.get(url, headers=headers)
+        assert response.status_code == 400, (url, response.text)
+        assert response.json()["code"] == "invalid_character"
+    for body in (
+        b'{"name": "a\\u0000b", "slug": "nul-' + uid().encode() + b'"}',
+        b'{"name": "ok", "slug": "x", "billingOwnerEmail": "a@b.co", "tags": ["\\u0000"]}',
+    ):
+        created = await env.client.post(
+            "/v1/orgs", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert created.status_code == 400, created.text
+        assert created.json()["code"] == "malformed_json"
+        assert "NUL" in created.json()["message"]
+    gateway = await env.client.post(
+        "/v1/authorize",
+        content=b'{"credential": "uok_live_\\u0000", "action": "a:b", "resource": "r"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert gateway.status_code == 400
+    # A backslash followed by "u0000" as text is not a NUL and is not refused.
+    text = await env.client.get(
+        f"/v1/orgs/{org['orgId']}/users", params={"email": "\\u0000"}, headers=headers
+    )
+    assert text.status_code == 200, text.text
+    assert await env.audit_count() == before
