@@ -84,8 +84,11 @@ def error_response_parts(
 
 def classify_unhandled(error: BaseException) -> tuple[int, str, str]:
     """Map an exception nobody handled to a status: dependency outages are 503, else 500."""
-    from userorg.errors_http import is_dependency_outage
+    from userorg.errors_http import is_dependency_outage, is_rejected_value
 
+    if is_rejected_value(error):
+        # A safety net: input validation should refuse such values first (a 400 either way).
+        return 400, "invalid_input", "A value in the request cannot be stored"
     if is_dependency_outage(error):
         return 503, "dependency_unavailable", "A dependency is unavailable; retry later"
     return 500, "internal_error", "Internal error"
@@ -204,7 +207,13 @@ class RequestContextMiddleware:
             )
         except Exception as error:
             status, code, message = classify_unhandled(error)
-            if status == 503:
+            if status == 400:
+                log.warning(
+                    "rejected_value",
+                    error=f"{type(error).__name__}: {error}"[:300],
+                    path=scope.get("path"),
+                )
+            elif status == 503:
                 log.warning(
                     "dependency_unavailable",
                     error=f"{type(error).__name__}: {error}"[:500],

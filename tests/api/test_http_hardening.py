@@ -235,3 +235,50 @@ async def test_nul_characters_are_refused_in_both_modes(env: Env) -> None:
     )
     assert text.status_code == 200, text.text
     assert await env.audit_count() == before
+
+
+async def test_nul_in_oauth2_client_credentials(env: Env) -> None:
+    """Fuzzing finding 2, continued (found by a probe after the fuzzer's report): a NUL in
+    ``client_id`` (form field or HTTP Basic) reached PostgreSQL from the OAuth2 endpoints."""
+    import base64
+
+    for path in ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"):
+        form = await env.client.post(
+            path,
+            data={
+                "grant_type": "client_credentials",
+                "token": "t",
+                "client_id": "a\x00b",
+                "client_secret": "x",
+            },
+        )
+        assert form.status_code == 400, (path, form.text)
+        assert form.json()["error"] == "invalid_request"
+        basic = base64.b64encode(b"uoc_\x00:secret").decode()
+        header = await env.client.post(
+            path,
+            data={"grant_type": "client_credentials", "token": "t"},
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        assert header.status_code in {400, 401}, (path, header.text)
+        assert header.json()["error"] == "invalid_client"
+
+
+async def test_a_value_postgresql_refuses_is_a_400_not_a_500(env: Env) -> None:
+    """The safety net behind the NUL checks: a data exception (SQLSTATE class 22) from
+    PostgreSQL that validation let through answers 400 ``invalid_input``."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from userorg.middleware import classify_unhandled
+
+    if env.mode != "production":
+        pytest.skip("SQLite stores what PostgreSQL refuses")
+    async with env.container.engine.connect() as conn:
+        with pytest.raises(DBAPIError) as caught:
+            await conn.execute(text("SELECT CAST(:v AS TEXT)"), {"v": "a\x00b"})
+    assert classify_unhandled(caught.value) == (
+        400,
+        "invalid_input",
+        "A value in the request cannot be stored",
+    )

@@ -613,6 +613,8 @@ async def _form(request: Request) -> dict[str, str] | JSONBody:
     for key, value in pairs:
         if key in form:
             return _oauth2_error(400, "invalid_request", f"Parameter {key} is repeated")
+        if "\x00" in key or "\x00" in value:
+            return _oauth2_error(400, "invalid_request", "A parameter contains a NUL character")
         form[key] = value
     return form
 
