@@ -17,6 +17,7 @@ from tests.conftest import base_settings, start_env
 from tests.support import services
 from tests.support.api import Env, uid
 from tests.support.receiver import WebhookReceiver
+from userorg.platform.ratelimit import FailOpenRateLimiter
 
 LIMITS = {
     "password_reset_rate_per_ip_per_hour": 4,
@@ -143,6 +144,14 @@ async def test_every_mutation_spends_from_the_principal_budget(limited_env: Env)
     assert spent == LIMITS["mutation_rate_per_principal_per_minute"]
     refused(response, "mutation_principal")
     assert await refusals(env, "mutation_principal") == before + 1
+    if env.mode == "production":
+        # The budget lives in Redis (shared by every replica), not in the process.
+        limiter = env.container.rate_limiter
+        assert isinstance(limiter, FailOpenRateLimiter) and not limiter.degraded
+        redis = env.container.redis
+        assert redis is not None
+        key = f"{env.settings.key_prefix}:rl:mutation_principal:{admin.user_id}"
+        assert await redis.exists(key) == 1
     # Reads are not mutations; another principal has its own budget.
     listed = await env.client.get(
         f"/v1/orgs/{org['orgId']}/service-accounts", headers=admin.headers, params={"limit": 200}
