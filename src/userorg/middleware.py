@@ -208,9 +208,11 @@ class RequestContextMiddleware:
         except Exception as error:
             status, code, message = classify_unhandled(error)
             if status == 400:
+                # Not the message: it carries the statement's parameters (the input).
                 log.warning(
                     "rejected_value",
-                    error=f"{type(error).__name__}: {error}"[:300],
+                    error=type(error).__name__,
+                    sqlstate=getattr(getattr(error, "orig", None), "sqlstate", None),
                     path=scope.get("path"),
                 )
             elif status == 503:
