@@ -80,7 +80,8 @@ contract: $(STAMP)
 FUZZ_EXAMPLES ?= 50
 fuzz: $(STAMP)
 	USERORG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:randomly \
-		tests/api/test_contract_fuzz.py::test_contract_fuzz
+		tests/api/test_contract_fuzz.py::test_contract_fuzz \
+		tests/api/test_contract_fuzz.py::test_contract_fuzz_as_platform_admin
 
 contract-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract

@@ -5,9 +5,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+
+from tests.conftest import (
+    DECLARATIVE_WEBHOOK_SECRET,
+    WEBHOOK_SECRET,
+    base_settings,
+    start_env,
+)
+from tests.support import services
 from tests.support.api import Env, uid
 from tests.support.fuzz import CHECKS, load_schema, run_fuzz
+from tests.support.receiver import WebhookReceiver
 
 EXAMPLES = int(os.environ.get("USERORG_FUZZ_EXAMPLES", "3"))
 
@@ -85,3 +97,56 @@ async def test_oauth2_errors_match_their_documented_schema(env: Env) -> None:
         for response, body in ((bad_request, "{}"), (unauthenticated, form)):
             case = operation.Case(body=body, media_type="application/x-www-form-urlencoded")
             case.validate_response(response, checks=CHECKS)
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def own_env(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    receiver: WebhookReceiver,
+) -> AsyncIterator[Env]:
+    """A service of the test's own: platform-wide fuzzing may end any session or suspend
+    anything, which must not leak into the shared service other tests use."""
+    mode = request.param
+    overrides: dict[str, Any] = {
+        "notifier": "webhook",
+        "notify_webhook_url": receiver.url,
+        "notify_webhook_secret": WEBHOOK_SECRET,
+        "notify_retry_base_seconds": 0.05,
+        "notify_poll_interval_seconds": 0.1,
+        # Unconfigured, the webhook answers a deliberate 503 (webhook_not_configured).
+        "declarative_webhook_secret": DECLARATIVE_WEBHOOK_SECRET,
+    }
+    if mode == "production":
+        services.require_redis()
+        overrides["database_url"] = request.getfixturevalue("fresh_pg_database")
+    data_dir = tmp_path_factory.mktemp(f"fuzz-platform-{mode}")
+    env, manager = await start_env(mode, base_settings(mode, data_dir, **overrides), receiver)
+    try:
+        yield env
+    finally:
+        await env.client.aclose()
+        await manager.__aexit__(None, None, None)
+
+
+@pytest.mark.skipif("USERORG_FUZZ_EXAMPLES" not in os.environ, reason="long run only (make fuzz)")
+async def test_contract_fuzz_as_platform_admin(own_env: Env) -> None:
+    """The platform operations (org creation and suspension, identity suspension, exports,
+    policy evaluation) fuzzed with the power to succeed: as the platform admin."""
+    env = own_env
+    org = await env.create_org()
+    member = await env.add_member(org["orgId"], ["Developer"])
+
+    async def login() -> str:
+        return await env.login(env.admin_email, env.admin_password)
+
+    def fill(path: str) -> dict[str, str]:
+        return {"orgId": org["orgId"], "userId": member.user_id}
+
+    report = await run_fuzz(env, examples=EXAMPLES, login=login, fill=fill, fixed_seed=99)
+    print(
+        f"\nfuzz-platform[{env.mode}]: {report.operations} operations, {report.cases} cases, "
+        f"statuses {dict(sorted(report.statuses.items()))}, {len(report.failures)} failures"
+    )
+    assert report.operations >= 60
+    assert not report.failures, "\n".join(report.failures)
