@@ -12,13 +12,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 WITH_DEV_ENV := set -a; if [ -f .env.dev ]; then . ./.env.dev; fi; set +a;
 
 .PHONY: help venv run serve reconcile test test-fast lint fmt migrate rollback schema-drift \
-        contract contract-test opa-test bench dev-up dev-down clean
+        contract contract-test fuzz audit opa-test bench dev-up dev-down clean
 
 help:
 	@echo "make run    - start admin-api (:8081) and reconciler (:8082), embedded mode by default"
 	@echo "make test   - the whole test suite (unit, API in both modes, integration, contract)"
 	@echo "make lint   - ruff + mypy (strict)"
 	@echo "make migrate / rollback / schema-drift / contract / bench"
+	@echo "make fuzz   - the long contract-fuzzing run (FUZZ_EXAMPLES=50 per operation and mode)"
 	@echo "make dev-up / dev-down - local production-mode stack (PostgreSQL, Redis, Kafka, OpenBao)"
 
 $(STAMP): pyproject.toml constraints.txt Makefile
@@ -50,6 +51,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint deploy/Dockerfile
+	$(MAKE) --no-print-directory audit
+
+# Known vulnerabilities in the installed dependencies (PyPI's advisory data). Accepted findings
+# are listed, each with its reason, in pip-audit-ignore.txt (see docs/security.md).
+audit: $(STAMP)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable \
+		$$(grep -Eo '^[A-Za-z0-9-]+' pip-audit-ignore.txt | sed 's/^/--ignore-vuln /')
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
@@ -67,6 +75,13 @@ schema-drift: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/userorg openapi --output contracts/openapi.yaml
 	$(BIN)/userorg declarative schema --output docs/schema/declarative-v1.json
+
+# The long contract-fuzzing run (make test runs a small fixed-seed budget of the same test).
+FUZZ_EXAMPLES ?= 50
+fuzz: $(STAMP)
+	USERORG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:randomly \
+		tests/api/test_contract_fuzz.py::test_contract_fuzz \
+		tests/api/test_contract_fuzz.py::test_contract_fuzz_as_platform_admin
 
 contract-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/contract

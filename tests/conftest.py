@@ -66,6 +66,10 @@ def base_settings(mode: str, data_dir: Path, **overrides: Any) -> dict[str, Any]
         # login rate limits are exercised by their own tests.
         "login_rate_per_ip_per_minute": 1_000_000,
         "login_rate_per_account_per_minute": 1_000_000,
+        # Likewise the per-principal mutation and invitation budgets (tests/api/test_abuse_limits).
+        "mutation_rate_per_principal_per_minute": 1_000_000,
+        "invite_rate_per_principal_per_hour": 1_000_000,
+        "invite_rate_per_org_per_hour": 1_000_000,
         **FAST_ARGON2,
     }
     if mode == "production":

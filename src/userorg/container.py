@@ -391,6 +391,8 @@ def auth_config(settings: Settings) -> AuthConfig:
         totp_issuer=settings.totp_issuer,
         login_rate_per_ip=settings.login_rate_per_ip_per_minute,
         login_rate_per_account=settings.login_rate_per_account_per_minute,
+        password_reset_rate_per_ip=settings.password_reset_rate_per_ip_per_hour,
+        password_reset_rate_per_account=settings.password_reset_rate_per_account_per_hour,
         password_reset_ttl_seconds=settings.password_reset_ttl_seconds,
         public_base_url=settings.public_base_url,
     )

@@ -19,6 +19,7 @@ from userorg.db import UnitOfWork
 from userorg.errors import DomainError, Forbidden, NotFound, Unauthenticated
 from userorg.orgs import service as orgs_service
 from userorg.orgs.models import Organization
+from userorg.platform import ratelimit
 from userorg.roles import service as roles_service
 from userorg.telemetry.metrics import AUTHZ_DECISION_DURATION, AUTHZ_DENIALS
 from userorg.telemetry.tracing import AUTH_EVALUATE_SPAN
@@ -54,6 +55,14 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
 UoW = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that are service-to-service traffic, not changes a person makes: asking the policy
+# decision point, and reporting usage. Their volume follows the platform's traffic, so they do
+# not spend from the per-principal mutation budget (the usage intake is idempotent per event
+# and batched; both need their own scope).
+UNMETERED_ROUTES = frozenset({"/v1/policy/evaluate", "/v1/budgets/{orgId}/usage"})
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -76,6 +85,17 @@ async def get_principal(request: Request, uow: UoW, container: ContainerDep) -> 
         on_api_key_use=container.gateway.note_admin_use,
     )
     request.state.principal = principal
+    route = getattr(request.scope.get("route"), "path", None)
+    if request.method not in SAFE_METHODS and route not in UNMETERED_ROUTES:
+        # Every authenticated change spends from the principal's budget (abuse limit; the
+        # public mutations have their own per-IP and per-account limits).
+        await ratelimit.enforce(
+            container.rate_limiter,
+            scope="mutation_principal",
+            key=str(principal.id),
+            limit=container.settings.mutation_rate_per_principal_per_minute,
+            period_seconds=60,
+        )
     return principal
 
 

@@ -60,6 +60,15 @@ def is_dependency_outage(error: BaseException) -> bool:
     )
 
 
+def is_rejected_value(error: BaseException) -> bool:
+    """PostgreSQL refused a value the validation let through (SQLSTATE class 22, data
+    exception: a NUL byte, an untranslatable character, a number out of range)."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("22")
+
+
 def _validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
     problems = []
     for item in error.errors():

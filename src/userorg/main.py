@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
 from userorg import __version__
@@ -76,6 +77,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def _checks(request: Request) -> dict[str, ReadinessCheck]:
     container: Container = request.app.state.container
     return container.readiness_checks
@@ -143,6 +148,18 @@ def create_app(settings: Settings, *, bootstrap: bool = True) -> FastAPI:
         ops_router(_checks),
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
+    if settings.cors_origin_list:
+        # Off unless origins are configured; inside the request-context layer, so preflight
+        # answers carry the request id and the security headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=_split_list(settings.cors_allow_headers),
+            expose_headers=["ETag", "Retry-After", "X-Request-Id"],
+            allow_credentials=False,
+            max_age=settings.cors_max_age_seconds,
+        )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,

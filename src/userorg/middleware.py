@@ -12,6 +12,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from userorg import strictjson
 from userorg.context import RequestInfo, set_current_request
 from userorg.telemetry.metrics import HTTP_REQUEST_DURATION
 
@@ -44,6 +45,35 @@ class PayloadTooLarge(Exception):
     pass
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _read_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The buffered body once, then the client's own messages (e.g. its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def error_response_parts(
     status: int, code: str, message: str, request_id: str
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -54,8 +84,11 @@ def error_response_parts(
 
 def classify_unhandled(error: BaseException) -> tuple[int, str, str]:
     """Map an exception nobody handled to a status: dependency outages are 503, else 500."""
-    from userorg.errors_http import is_dependency_outage
+    from userorg.errors_http import is_dependency_outage, is_rejected_value
 
+    if is_rejected_value(error):
+        # A safety net: input validation should refuse such values first (a 400 either way).
+        return 400, "invalid_input", "A value in the request cannot be stored"
     if is_dependency_outage(error):
         return 503, "dependency_unavailable", "A dependency is unavailable; retry later"
     return 500, "internal_error", "Internal error"
@@ -76,6 +109,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = None
         content_length = None
+        content_type = None
         user_agent = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -83,8 +117,10 @@ class RequestContextMiddleware:
                 request_id = candidate if _REQUEST_ID.match(candidate) else None
             elif name == b"content-length":
                 content_length = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"user-agent":
-                user_agent = value.decode("latin-1")[:500]
+                user_agent = value.decode("latin-1")[:500].replace("\x00", "")
         request_id = request_id or uuid.uuid4().hex
         client = scope.get("client")
         set_current_request(RequestInfo(request_id, client[0] if client else None, user_agent))
@@ -100,6 +136,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 headers.extend(SECURITY_HEADERS)
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    # Answers carry tokens and tenant data: no shared or browser caching.
+                    headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
@@ -127,11 +166,36 @@ class RequestContextMiddleware:
                         request_id,
                     )
                     return
+            if strictjson.nul_in_target(scope["path"], scope.get("query_string", b"")):
+                await self._send_error(
+                    send_wrapper,
+                    status_holder,
+                    400,
+                    "invalid_character",
+                    "The request path or query contains a NUL character",
+                    request_id,
+                )
+                return
             if content_length is not None and (
                 not content_length.isdigit() or int(content_length) > self.max_body_bytes
             ):
                 raise PayloadTooLarge
-            await self.app(scope, receive_wrapper, send_wrapper)
+            app_receive: Receive = receive_wrapper
+            if scope["method"] in BODY_METHODS and strictjson.looks_like_json(content_type):
+                body = await _read_all(receive_wrapper)
+                refused = strictjson.problem(body)
+                if refused is not None:
+                    await self._send_error(
+                        send_wrapper,
+                        status_holder,
+                        400,
+                        "malformed_json",
+                        f"The request body is not strict JSON: {refused}",
+                        request_id,
+                    )
+                    return
+                app_receive = _replay(body, receive)
+            await self.app(scope, app_receive, send_wrapper)
         except PayloadTooLarge:
             await self._send_error(
                 send_wrapper,
@@ -143,7 +207,15 @@ class RequestContextMiddleware:
             )
         except Exception as error:
             status, code, message = classify_unhandled(error)
-            if status == 503:
+            if status == 400:
+                # Not the message: it carries the statement's parameters (the input).
+                log.warning(
+                    "rejected_value",
+                    error=type(error).__name__,
+                    sqlstate=getattr(getattr(error, "orig", None), "sqlstate", None),
+                    path=scope.get("path"),
+                )
+            elif status == 503:
                 log.warning(
                     "dependency_unavailable",
                     error=f"{type(error).__name__}: {error}"[:500],

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     lockout_max_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
     login_rate_per_ip_per_minute: int = Field(default=60, ge=1)
     login_rate_per_account_per_minute: int = Field(default=10, ge=1)
+    password_reset_rate_per_ip_per_hour: int = Field(default=20, ge=1)
+    password_reset_rate_per_account_per_hour: int = Field(default=5, ge=1)
+    invite_rate_per_principal_per_hour: int = Field(default=100, ge=1)
+    invite_rate_per_org_per_hour: int = Field(default=500, ge=1)
+    mutation_rate_per_principal_per_minute: int = Field(default=300, ge=1)
     mfa_challenge_ttl_seconds: int = Field(default=300, ge=30, le=3600)
     totp_issuer: str = Field(default="userorg", min_length=1, max_length=64)
     webauthn_rp_id: str = Field(default="localhost", min_length=1, max_length=253)
@@ -166,6 +171,29 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_allow_origins: str = ""
+    cors_allow_headers: str = "Authorization,Content-Type,If-Match,X-Request-Id"
+    cors_max_age_seconds: int = Field(default=600, ge=0, le=86_400)
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        for origin in _split(value):
+            parts = urlsplit(origin)
+            if (
+                origin == "*"
+                or parts.scheme not in {"http", "https"}
+                or not parts.netloc
+                or parts.path not in {"", "/"}
+                or parts.query
+            ):
+                raise ValueError(
+                    f"{origin!r}: a comma-separated list of exact http(s)://host[:port] origins "
+                    "(no wildcard)"
+                )
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -300,6 +328,10 @@ class Settings(BaseSettings):
         if self.notifier == "webhook" and not self.notify_webhook_url:
             raise ValueError("USER_ORG_NOTIFY_WEBHOOK_URL: required when USER_ORG_NOTIFIER=webhook")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.rstrip("/") for origin in _split(self.cors_allow_origins)]
 
     @property
     def webauthn_origin_list(self) -> list[str]:

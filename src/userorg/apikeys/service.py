@@ -19,6 +19,7 @@ from userorg.authn import mfa
 from userorg.authn.principal import Principal
 from userorg.authz.catalogue import ORG_SCOPES, SCOPES
 from userorg.context import Actor
+from userorg.crypto import constant_time_equals
 from userorg.db import UnitOfWork, utcnow
 from userorg.errors import Conflict, Forbidden, NotFound, Unauthenticated, ValidationFailed
 from userorg.orgs.models import Organization
@@ -461,7 +462,7 @@ async def authenticate_api_key(
         raise _invalid_key("key_revoked", "The API key has been revoked")
     if key.expires_at is not None and key.expires_at <= now:
         raise _invalid_key("key_expired", "The API key has expired")
-    if key.secret_hash != digest and (
+    if not constant_time_equals(key.secret_hash, digest) and (
         key.previous_expires_at is None or key.previous_expires_at <= now
     ):
         raise _invalid_key("key_rotated", "The API key was rotated and its grace period is over")

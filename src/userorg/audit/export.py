@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import hmac
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -231,7 +232,9 @@ async def render(
                     if verify:
                         seq = row[2]
                         problem = None
-                        if hashlib.sha256(body_bytes).hexdigest() != stored_hash:
+                        if not hmac.compare_digest(
+                            hashlib.sha256(body_bytes).hexdigest(), stored_hash
+                        ):
                             problem = "the event's content does not match its hash"
                         elif body["prevHash"] != expected_prev:
                             problem = "prevHash does not match the previous event"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from userorg.authn import factors, mfa, oauth2, password_reset, service
@@ -280,6 +281,8 @@ async def reset_password(body: PasswordReset, uow: UoW, container: ContainerDep)
         token=body.token,
         new_password=body.new_password,
         wake=container.notifier.wake,
+        limiter=container.rate_limiter,
+        config=container.auth,
     )
     return Response(status_code=204)
 
@@ -583,6 +586,20 @@ _OAUTH2_DESCRIPTION = (
 )
 
 
+class OAuth2ErrorBody(BaseModel):
+    """RFC 6749 §5.2 error body (the OAuth2 endpoints answer these, not ``ErrorBody``)."""
+
+    error: str = Field(examples=["invalid_client"])
+    error_description: str | None = None
+
+
+# The OAuth2 endpoints document their own error shape for the statuses they answer themselves.
+_OAUTH2_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuth2ErrorBody, "description": "OAuth2 error (invalid_request, ...)"},
+    401: {"model": OAuth2ErrorBody, "description": "OAuth2 error: invalid_client"},
+}
+
+
 async def _form(request: Request) -> dict[str, str] | JSONBody:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != _FORM:
@@ -596,6 +613,8 @@ async def _form(request: Request) -> dict[str, str] | JSONBody:
     for key, value in pairs:
         if key in form:
             return _oauth2_error(400, "invalid_request", f"Parameter {key} is repeated")
+        if "\x00" in key or "\x00" in value:
+            return _oauth2_error(400, "invalid_request", "A parameter contains a NUL character")
         form[key] = value
     return form
 
@@ -622,6 +641,7 @@ def _oauth2_response(result: oauth2.OAuth2Response) -> JSONBody:
 
 @oauth2_router.post(
     "/oauth2/token",
+    responses=_OAUTH2_RESPONSES,
     summary="OAuth2 token endpoint: grant_type=client_credentials (RFC 6749 §4.4)",
     description=_OAUTH2_DESCRIPTION,
 )
@@ -637,6 +657,7 @@ async def oauth2_token(request: Request, uow: UoW, container: ContainerDep) -> R
 
 @oauth2_router.post(
     "/oauth2/introspect",
+    responses=_OAUTH2_RESPONSES,
     summary="Token introspection (RFC 7662), client-authenticated",
     description=_OAUTH2_DESCRIPTION,
 )
@@ -652,6 +673,7 @@ async def oauth2_introspect(request: Request, uow: UoW, container: ContainerDep)
 
 @oauth2_router.post(
     "/oauth2/revoke",
+    responses=_OAUTH2_RESPONSES,
     summary="Token revocation (RFC 7009), client-authenticated",
     description=_OAUTH2_DESCRIPTION,
 )

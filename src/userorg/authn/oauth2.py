@@ -15,6 +15,7 @@ import base64
 import binascii
 import datetime as dt
 import hmac
+import re
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -55,6 +56,9 @@ from userorg.users.models import Membership, User
 CLIENT_SECRET_PREFIX = "uocs"
 CLIENT_ID_PREFIX = "uoc_"
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+_CLIENT_ID_SHAPE = re.compile(re.escape(CLIENT_ID_PREFIX) + r"[0-9a-f]{32}")
 
 
 def client_id_for(service_account_id: uuid.UUID) -> str:
@@ -594,7 +598,8 @@ async def _load_client(
     """The client the request names, if it may use OAuth2 at all (active account, active
     org). Authentication itself (the secret) is Authlib's job."""
     client_id = _presented_client_id(form, headers)
-    if not client_id or len(client_id) > 64:
+    if not client_id or not _CLIENT_ID_SHAPE.fullmatch(client_id):
+        # Only ids this service issues reach the database (a NUL byte, say, is a 500 there).
         return None
     row = (
         await session.execute(

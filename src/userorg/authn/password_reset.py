@@ -47,14 +47,14 @@ async def forgot(
         limiter,
         scope="password_forgot_ip",
         key=request.ip or "unknown",
-        limit=20,
+        limit=config.password_reset_rate_per_ip,
         period_seconds=3600,
     )
     await ratelimit.enforce(
         limiter,
         scope="password_forgot_account",
         key=lockout.throttle_key(email),
-        limit=5,
+        limit=config.password_reset_rate_per_account,
         period_seconds=3600,
     )
     user = (await uow.session.execute(select(User).where(User.email == email))).scalar_one_or_none()
@@ -114,7 +114,18 @@ async def reset(
     token: str,
     new_password: str,
     wake: Any = None,
+    limiter: ratelimit.RateLimiter | None = None,
+    config: AuthConfig | None = None,
 ) -> User:
+    if limiter is not None and config is not None:
+        # Guessing tokens is hopeless (256 bits), but each try costs a hash and a query.
+        await ratelimit.enforce(
+            limiter,
+            scope="password_reset_ip",
+            key=current_request().ip or "unknown",
+            limit=config.password_reset_rate_per_ip,
+            period_seconds=3600,
+        )
     invalid = BadRequest("The reset token is invalid or has expired", code="invalid_reset_token")
     if not token.startswith(RESET_TOKEN_PREFIX + "_") or len(token) > 200:
         raise invalid

@@ -51,6 +51,8 @@ class AuthConfig:
     totp_issuer: str
     login_rate_per_ip: int
     login_rate_per_account: int
+    password_reset_rate_per_ip: int  # per hour
+    password_reset_rate_per_account: int  # per hour
     password_reset_ttl_seconds: int
     public_base_url: str
 

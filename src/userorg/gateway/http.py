@@ -21,6 +21,7 @@ import msgspec
 import structlog
 from starlette.types import Receive, Scope, Send
 
+from userorg import strictjson
 from userorg.gateway.schemas import AuthorizeIn, ValidateApiKeyIn
 from userorg.middleware import SECURITY_HEADERS, classify_unhandled, wrong_listener
 from userorg.telemetry.metrics import HTTP_REQUEST_DURATION
@@ -34,7 +35,7 @@ AUTHORIZE_PATH: Final = "/v1/authorize"
 VALIDATE_PATH: Final = "/v1/auth/validate-api-key"
 MAX_BODY: Final = 64 * 1024
 _JSON: Final = (b"content-type", b"application/json")
-_STATIC: Final = [_JSON, *SECURITY_HEADERS]
+_STATIC: Final = [_JSON, *SECURITY_HEADERS, (b"cache-control", b"no-store")]
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
     AUTHORIZE_PATH: msgspec.json.Decoder(AuthorizeIn),
@@ -62,8 +63,12 @@ def parse_body(path: str, body: bytes) -> Any:
     """Decode and validate a hot-path body; bad input raises :class:`BodyError` (4xx)."""
     if not body.strip():
         raise BodyError(400, "invalid_body", "The request body must be a JSON object")
+    # msgspec lets a repeated key win silently; the admin API refuses it, and so does this.
+    refused = strictjson.problem(body)
+    if refused is not None:
+        raise BodyError(400, "malformed_json", f"The request body is not strict JSON: {refused}")
     try:
-        return _DECODERS[path].decode(body)
+        parsed = _DECODERS[path].decode(body)
     except msgspec.ValidationError as error:
         try:
             document = msgspec.json.decode(body)
@@ -86,6 +91,7 @@ def parse_body(path: str, body: bytes) -> Any:
         ) from None
     except msgspec.DecodeError:
         raise BodyError(400, "malformed_json", "The request body is not valid JSON") from None
+    return parsed
 
 
 class FastPath:

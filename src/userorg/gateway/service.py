@@ -41,6 +41,7 @@ from userorg.authn.tokens import InvalidToken, TokenService
 from userorg.authz.catalogue import ALWAYS_MFA_ROLES, ORG_SCOPES, SYSTEM_ROLES
 from userorg.authz.engine import AuthzRequest, PolicyEngine
 from userorg.context import ANONYMOUS, Actor
+from userorg.crypto import constant_time_equals
 from userorg.db import UnitOfWork, UTCDateTime
 from userorg.gateway.budget import BudgetGate, NoBudgets
 from userorg.gateway.invalidation import ALL, SKIP_OPTION, Item, take_pending
@@ -533,7 +534,7 @@ class Gateway:
         row = rows[0]
         org_id = str(row["org_id"])
         principal_id = str(row["principal_id"])
-        is_previous = row["secret_hash"] != digest
+        is_previous = not constant_time_equals(row["secret_hash"], digest)
         key = KeyEntry(
             key_id=str(row["id"]),
             org_id=org_id,

@@ -223,6 +223,11 @@ async def create_invite(
         keystore=container.keystore,
         public_base_url=container.settings.public_base_url,
         wake_notifier=container.notifier.wake,
+        limiter=container.rate_limiter,
+        limits=service.InviteLimits(
+            per_principal_per_hour=container.settings.invite_rate_per_principal_per_hour,
+            per_org_per_hour=container.settings.invite_rate_per_org_per_hour,
+        ),
     )
     return _invite(invite)
 

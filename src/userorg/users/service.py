@@ -22,7 +22,9 @@ from userorg.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from userorg.notifications import service as notifications
 from userorg.orgs.models import Organization
 from userorg.orgs.service import parse_uuid
+from userorg.platform import ratelimit
 from userorg.platform.keystore import Keystore
+from userorg.platform.ratelimit import RateLimiter
 from userorg.roles import service as roles_service
 from userorg.schemas import decode_cursor, encode_cursor
 from userorg.users.models import Invite, Membership, User
@@ -268,6 +270,33 @@ async def remove_member(
 
 
 # -- invites ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class InviteLimits:
+    """Invitations send mail: how many a principal, and an org, may send per hour."""
+
+    per_principal_per_hour: int
+    per_org_per_hour: int
+
+
+async def spend_invite(
+    limiter: RateLimiter, limits: InviteLimits, *, actor: Actor, org: Organization
+) -> None:
+    await ratelimit.enforce(
+        limiter,
+        scope="invite_principal",
+        key=str(actor.id),
+        limit=limits.per_principal_per_hour,
+        period_seconds=3600,
+    )
+    await ratelimit.enforce(
+        limiter,
+        scope="invite_org",
+        key=str(org.id),
+        limit=limits.per_org_per_hour,
+        period_seconds=3600,
+    )
+
+
 async def create_invite(
     uow: UnitOfWork,
     *,
@@ -278,8 +307,12 @@ async def create_invite(
     keystore: Keystore,
     public_base_url: str,
     wake_notifier: Any = None,
+    limiter: RateLimiter | None = None,
+    limits: InviteLimits | None = None,
 ) -> Invite:
     session = uow.session
+    if limiter is not None and limits is not None:
+        await spend_invite(limiter, limits, actor=actor, org=org)
     await check_api_change(
         uow, org=org, actor=actor, subject="member", key=data.email, action="create"
     )
