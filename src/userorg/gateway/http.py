@@ -64,7 +64,7 @@ def parse_body(path: str, body: bytes) -> Any:
     if not body.strip():
         raise BodyError(400, "invalid_body", "The request body must be a JSON object")
     # msgspec lets a repeated key win silently; the admin API refuses it, and so does this.
-    refused = strictjson.problem(body)
+    refused = strictjson.hot_path_problem(body)
     if refused is not None:
         raise BodyError(400, "malformed_json", f"The request body is not strict JSON: {refused}")
     try:
