@@ -86,7 +86,7 @@ def stack_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="userorg-devstack-"))
     directory.chmod(0o755)
     yield directory
-    _dev("down", "--state-dir", str(directory / "dev"))  # whatever a failed test left
+    _dev("down", "--state-dir", str(directory / "dev"), "--purge")  # what a failed test left
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -147,18 +147,21 @@ async def test_dev_up_run_smoke_then_dev_down_leaves_nothing(stack_dir: Path) ->
 
     # `make run` = both processes with the env file: a production-mode smoke test.
     admin_port, reconciler_port = services.free_port(), services.free_port()
-    run = subprocess.Popen(
-        [*USERORG, "run"],
-        env=_clean_env(
-            **values,
-            USER_ORG_ADMIN_API_PORT=str(admin_port),
-            USER_ORG_RECONCILER_PORT=str(reconciler_port),
-            USER_ORG_LOG_LEVEL="warning",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Output to a file, not a pipe: an unread pipe fills up and blocks the child's logging.
+    run_log = stack_dir / "run.log"
+    with run_log.open("w") as log_file:
+        run = subprocess.Popen(
+            [*USERORG, "run"],
+            env=_clean_env(
+                **values,
+                USER_ORG_ADMIN_API_PORT=str(admin_port),
+                USER_ORG_RECONCILER_PORT=str(reconciler_port),
+                USER_ORG_LOG_LEVEL="warning",
+            ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         _wait_healthy(admin_port, run, timeout=60)
         _wait_healthy(reconciler_port, run, timeout=60)
@@ -191,7 +194,8 @@ async def test_dev_up_run_smoke_then_dev_down_leaves_nothing(stack_dir: Path) ->
         )
     finally:
         run.terminate()
-        output, _ = run.communicate(timeout=60)
+        run.wait(timeout=60)
+    output = run_log.read_text()
     # uvicorn re-raises SIGTERM after a graceful stop; `userorg run` passes its code on.
     assert run.returncode in {0, 15, -15}, output
     assert "Traceback" not in output
