@@ -48,8 +48,9 @@ DEFAULT_ENV_FILE = Path(".env.dev")
 DEFAULT_DATABASE = "userorg_dev"
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PREFERRED_PORTS = {"redis": 6380, "tansu": 9092, "openbao": 8200, "postgres": 5433}
-# Topic name -> partitions. The audit stream is keyed by org (ordered per org).
-TOPICS = {"audit.identity": 6, "billing.usage": 6, "billing.usage.dlq": 1}
+# Topic name -> partitions (the settings' default names): the audit stream (keyed by org, so
+# ordered per org), usage intake for budgets and its dead letters.
+TOPICS = {"audit.identity": 6, "billing.usage": 6, "billing.usage.dead-letter": 1}
 # Transit key name -> type: envelope encryption of secrets at rest, signing of audit exports.
 TRANSIT_KEYS = {"userorg-keystore": "aes256-gcm96", "userorg-audit-signing": "ed25519"}
 START_TIMEOUT = 60.0
@@ -596,6 +597,8 @@ def up(
     values.update(
         {
             "USER_ORG_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            # Usage events on billing.usage count against budgets.
+            "USER_ORG_BUDGET_USAGE_CONSUMER": "true",
             "USER_ORG_VAULT_ADDR": bao,
             "USER_ORG_VAULT_TOKEN": secret["openbaoToken"],
             "USER_ORG_AUDIT_SIGNER": "vault",

@@ -54,3 +54,15 @@ def test_good_operations_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USER_ORG_OTLP_ENDPOINT", "")
     assert Settings().gateway_port is None
     assert Settings().otlp_endpoint is None
+
+
+def test_the_dev_stack_creates_every_topic_the_service_uses_by_default() -> None:
+    from userorg.devstack import TOPICS
+
+    settings = Settings()
+    used = {
+        settings.audit_topic,
+        settings.budget_usage_topic,
+        settings.budget_usage_dead_letter_topic,
+    }
+    assert used == set(TOPICS)
