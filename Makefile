@@ -56,8 +56,9 @@ lint: $(STAMP)
 # Known vulnerabilities in the installed dependencies (PyPI's advisory data). Accepted findings
 # are listed, each with its reason, in pip-audit-ignore.txt (see docs/security.md).
 audit: $(STAMP)
-	$(BIN)/pip-audit --progress-spinner off --skip-editable \
-		$$(grep -Eo '^[A-Za-z0-9-]+' pip-audit-ignore.txt | sed 's/^/--ignore-vuln /')
+	@$(BIN)/pip-audit --progress-spinner off --skip-editable --format json \
+		$$(grep -Eo '^[A-Za-z0-9-]+' pip-audit-ignore.txt | sed 's/^/--ignore-vuln /') \
+		2>/dev/null | $(BIN)/python .ci/audit_summary.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
