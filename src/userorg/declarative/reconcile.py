@@ -175,6 +175,17 @@ class ReconcileEngine:
         ).scalar_one()
         return state
 
+    async def _lock_managed_org(
+        self, session: AsyncSession, org_id: uuid.UUID
+    ) -> tuple[DeclarativeState, Organization]:
+        """Inside the apply transaction: our lease (fenced) and the org, locked, still active
+        and managed."""
+        state = await self._fence(session, org_id)
+        org = await session.get(Organization, org_id, with_for_update=True, populate_existing=True)
+        if org is None or org.status == "pending_delete" or not is_active(org):
+            raise DomainError("The organization is no longer managed", code="org_not_managed")
+        return state, org
+
     async def _renew(self, session: AsyncSession, org_id: uuid.UUID) -> bool:
         result = await session.execute(
             update(DeclarativeState)
@@ -640,14 +651,7 @@ class ReconcileEngine:
         try:
             async with self.uow() as uow:
                 session = uow.session
-                state = await self._fence(session, claim.org_id)
-                org = await session.get(
-                    Organization, claim.org_id, with_for_update=True, populate_existing=True
-                )
-                if org is None or org.status == "pending_delete" or not is_active(org):
-                    raise DomainError(
-                        "The organization is no longer managed", code="org_not_managed"
-                    )
+                state, org = await self._lock_managed_org(session, claim.org_id)
                 plan = await self.plan_against(session, org, desired, head, claim.last_applied)
                 if plan.errors:
                     raise PlanRefused(plan)
@@ -856,14 +860,7 @@ class ReconcileEngine:
         try:
             async with self.uow() as uow:
                 session = uow.session
-                state = await self._fence(session, claim.org_id)
-                org = await session.get(
-                    Organization, claim.org_id, with_for_update=True, populate_existing=True
-                )
-                if org is None or org.status == "pending_delete" or not is_active(org):
-                    raise DomainError(
-                        "The organization is no longer managed", code="org_not_managed"
-                    )
+                state, org = await self._lock_managed_org(session, claim.org_id)
                 plan = await self.plan_against(session, org, desired, commit_id, commit_id)
                 if plan.errors:
                     raise PlanRefused(plan)
